@@ -1,0 +1,214 @@
+"""Raw interaction events: parsing, validation and the join into one example per impression.
+
+Plain Python, so the rules are unit-tested without Beam; `log_example_gen` wires them into a
+Beam pipeline. Every input line ends either in an example or in the dead-letter output with one
+of `REASONS`, so input lines = lines joined into examples + dead-letter lines, exactly.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+from typing import Dict, Iterable, List, Optional, Tuple
+
+IMPRESSION = "impression"
+RESPONSES = ("click", "like", "purchase", "dwell")
+POST_CLICK = ("like", "purchase", "dwell")
+EVENT_TYPES = (IMPRESSION,) + RESPONSES
+LABELS = ("click", "like", "purchase", "dwell")
+
+REASONS = (
+    "invalid_json",          # not a JSON object / not a CSV row of the header's width
+    "missing_field",         # a required field is absent or empty
+    "wrong_type",            # a field has the wrong type (ids must be strings, position an integer, ...)
+    "unknown_event_type",    # `event` is not one of EVENT_TYPES
+    "bad_timestamp",         # ts is neither epoch milliseconds nor ISO-8601 within 2000..2100
+    "duplicate_event",       # a second event of the same type for the same impression
+    "orphan_event",          # a response whose impression never arrived
+    "post_click_without_click",  # like/purchase/dwell on an impression that was not clicked
+    "unknown_user",          # the impression's user is not in the users table
+    "unknown_item",          # the impression's item is not in the items table
+    "duplicate_record",      # a second row for the same id in a side table
+)
+
+_MIN_TS, _MAX_TS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01, epoch ms
+
+_EVENT_FIELDS = {
+    IMPRESSION: {"impression_id": str, "user_id": str, "item_id": str, "position": int, "device": str, "page": str},
+    "click": {"impression_id": str},
+    "like": {"impression_id": str},
+    "purchase": {"impression_id": str},
+    "dwell": {"impression_id": str, "dwell_ms": float},
+}
+ITEM_FIELDS = {"item_id": str, "category": str, "price": float, "title": str}
+USER_FIELDS = {"user_id": str, "age_bucket": str, "region": str, "signup_day": str}
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+CSV_EVENT_COLUMNS = ("event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "dwell_ms")
+
+
+class BadRecord(ValueError):
+    """A record that cannot be used; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def dead_letter(source: str, reason: str, detail: str, line: str) -> str:
+    """One dead-letter record: the untouched input line with where it came from and why it was refused."""
+    return json.dumps({"source": source, "reason": reason, "detail": detail, "line": line})
+
+
+def decode_json(line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise BadRecord("invalid_json", str(e)) from None
+    if not isinstance(record, dict):
+        raise BadRecord("invalid_json", "not a JSON object")
+    return record
+
+
+def decode_csv(line: str, header: List[str]) -> dict:
+    """A CSV row as a dict; empty cells are absent fields, numbers stay strings until `_typed`."""
+    try:
+        (row,) = list(csv.reader([line]))
+    except (csv.Error, ValueError) as e:
+        raise BadRecord("invalid_json", f"unreadable CSV row: {e}") from None
+    if len(row) != len(header):
+        raise BadRecord("invalid_json", f"CSV row has {len(row)} cells, header has {len(header)}")
+    return {k: v for k, v in zip(header, row) if v != ""}
+
+
+def _typed(record: dict, fields: Dict[str, type], from_text: bool) -> dict:
+    """Checks required fields and types; CSV cells (`from_text`) are converted first."""
+    out = {}
+    for name, kind in fields.items():
+        value = record.get(name)
+        if value is None or value == "":
+            raise BadRecord("missing_field", f"'{name}' is missing")
+        if from_text and kind is not str:
+            try:
+                value = kind(value)
+            except ValueError:
+                raise BadRecord("wrong_type", f"'{name}'={value!r} is not {kind.__name__}") from None
+        ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if isinstance(value, bool) or not ok or (kind is int and isinstance(value, float)):
+            raise BadRecord("wrong_type", f"'{name}'={value!r} is not {kind.__name__}")
+        out[name] = float(value) if kind is float else value
+    return out
+
+
+def parse_timestamp(value) -> int:
+    """Epoch milliseconds from epoch milliseconds or an ISO-8601 string (UTC if no zone)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            ms = int(text)
+        else:
+            try:
+                moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise BadRecord("bad_timestamp", f"ts={value!r} is neither epoch ms nor ISO-8601") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.timezone.utc)
+            ms = int(moment.timestamp() * 1000)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    elif value is None:
+        raise BadRecord("missing_field", "'ts' is missing")
+    else:
+        raise BadRecord("bad_timestamp", f"ts={value!r} is neither epoch ms nor ISO-8601")
+    if not _MIN_TS <= ms < _MAX_TS:
+        raise BadRecord("bad_timestamp", f"ts={value!r} is outside 2000..2100")
+    return ms
+
+
+def parse_event(record: dict, from_text: bool = False) -> dict:
+    """Validates one decoded event; returns {event, impression_id, ts, ...type-specific fields}."""
+    kind = record.get("event")
+    if kind is None or kind == "":
+        raise BadRecord("missing_field", "'event' is missing")
+    if kind not in _EVENT_FIELDS:
+        raise BadRecord("unknown_event_type", f"event={kind!r}; known: {', '.join(EVENT_TYPES)}")
+    event = _typed(record, _EVENT_FIELDS[kind], from_text)
+    event["ts"] = parse_timestamp(record.get("ts"))
+    event["event"] = kind
+    return event
+
+
+def parse_item(record: dict, from_text: bool = False) -> dict:
+    return _typed(record, ITEM_FIELDS, from_text)
+
+
+def parse_user(record: dict, from_text: bool = False) -> dict:
+    """A users row; `signup_day` (ISO date) becomes days since the epoch, for tenure at impression time."""
+    user = _typed(record, USER_FIELDS, from_text)
+    try:
+        user["signup_day"] = datetime.date.fromisoformat(user["signup_day"]).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise BadRecord("wrong_type", f"'signup_day'={user['signup_day']!r} is not an ISO date") from None
+    return user
+
+
+def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], items: Dict[str, dict]
+                    ) -> Tuple[Optional[dict], List[Tuple[str, str, str]]]:
+    """Joins the events of one impression id into an example.
+
+    Args:
+      events: (parsed event, raw line) pairs sharing one impression_id.
+      users, items: side tables keyed by id.
+    Returns:
+      (example or None, [(reason, detail, raw line) for every line refused]). The example carries
+      features, entire-space labels (like and purchase are 0 unless clicked; dwell in seconds) and
+      `lines`, how many input lines it consumed.
+    """
+    events = sorted(events, key=lambda pair: (pair[0]["ts"], pair[1]))
+    first: Dict[str, Tuple[dict, str]] = {}
+    refused = []
+    for event, line in events:
+        if event["event"] in first:
+            refused.append(("duplicate_event", f"second {event['event']} for {event['impression_id']}", line))
+        else:
+            first[event["event"]] = (event, line)
+    if IMPRESSION not in first:
+        return None, refused + [("orphan_event", f"no impression {e['impression_id']}", l) for e, l in first.values()]
+    if "click" not in first:
+        for kind in POST_CLICK:
+            if kind in first:
+                event, line = first.pop(kind)
+                refused.append(("post_click_without_click", f"{kind} on unclicked {event['impression_id']}", line))
+    impression = first[IMPRESSION][0]
+    user, item = users.get(impression["user_id"]), items.get(impression["item_id"])
+    missing = ("unknown_user", impression["user_id"]) if user is None else (
+        ("unknown_item", impression["item_id"]) if item is None else None)
+    if missing:
+        return None, refused + [(missing[0], f"{missing[0].split('_')[1]} {missing[1]} not in its table", l)
+                                for _, l in first.values()]
+    day = impression["ts"] // 86_400_000
+    example = {
+        "impression_id": impression["impression_id"],
+        "ts": impression["ts"],
+        "user_id": impression["user_id"],
+        "item_id": impression["item_id"],
+        "position": impression["position"],
+        "device": impression["device"],
+        "page": impression["page"],
+        "hour": (impression["ts"] // 3_600_000) % 24,
+        "age_bucket": user["age_bucket"],
+        "region": user["region"],
+        "user_tenure_days": day - user["signup_day"],
+        "category": item["category"],
+        "price": item["price"],
+        "title": item["title"],
+        "click": int("click" in first),
+        "like": int("like" in first),
+        "purchase": int("purchase" in first),
+        "dwell": first["dwell"][0]["dwell_ms"] / 1000.0 if "dwell" in first else 0.0,
+        "lines": len(first),
+    }
+    return example, refused
+
+
+def day_of(ts: int) -> int:
+    return ts // 86_400_000

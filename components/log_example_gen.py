@@ -1,0 +1,278 @@
+"""LogExampleGen: an ExampleGen-style TFX component that joins raw event logs into tf.Examples.
+
+Reads `events*` (JSONL or CSV, optionally gzipped), `items*` and `users*` from `input_base`, joins
+every impression with its responses and its user and item rows, and writes one tf.Example per
+impression into the train and eval splits of an `Examples` artifact, as ExampleGen does. Every
+refused line goes to the `dead_letter` artifact with its reason, counted in Beam metrics
+(namespace `mtrec.ingest`) and in the artifact's `counts.json`.
+
+Spec, component and executor live together: the executor is the only implementation of the spec.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from typing import Any, Dict, List
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from mtrec.components import events as ev
+
+NAMESPACE = "mtrec.ingest"
+SPLITS = ("train", "eval")
+NON_FEATURES = ("lines",)
+
+
+class DeadLetter(types.Artifact):
+    """Refused input lines as JSONL (`dead_letter-*.jsonl`: source, reason, detail, line) and `counts.json`."""
+
+    TYPE_NAME = "mtrec.DeadLetter"
+
+
+class LogExampleGenSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "input_base": ExecutionParameter(type=str),
+        "input_format": ExecutionParameter(type=str),
+        "split": ExecutionParameter(type=str),
+        "eval_days": ExecutionParameter(type=int),
+        "eval_percent": ExecutionParameter(type=int),
+        # Changes when the input files change, so TFX's cache never serves examples of older logs.
+        "input_fingerprint": ExecutionParameter(type=str),
+    }
+    INPUTS = {}
+    OUTPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),
+        "dead_letter": ChannelParameter(type=DeadLetter),
+    }
+
+
+def input_fingerprint(input_base: str) -> str:
+    """Names, sizes and modification times of the input files: cheap, and changes with the data."""
+    files = sorted(tf.io.gfile.glob(os.path.join(input_base, "*")))
+    stamp = [(os.path.basename(f), s.length, s.mtime_nsec) for f, s in zip(files, map(tf.io.gfile.stat, files))
+             if not s.is_directory]
+    return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+
+
+def _input_files(input_base: str, table: str, input_format: str) -> str:
+    pattern = os.path.join(input_base, f"{table}*.{input_format}*")
+    if not tf.io.gfile.glob(pattern):
+        raise FileNotFoundError(f"LogExampleGen: no {table} file matches {pattern}")
+    return pattern
+
+
+def _csv_header(pattern: str) -> List[str]:
+    path = sorted(tf.io.gfile.glob(pattern))[0]
+    with tf.io.gfile.GFile(path, "rb") as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
+        return f.readline().decode().strip().split(",")
+
+
+class _Decode:
+    """Line -> dict for the configured format (picklable for Beam)."""
+
+    def __init__(self, input_format: str, header: List[str] | None):
+        self.input_format, self.header = input_format, header
+
+    def __call__(self, line: str) -> dict:
+        if self.input_format == "csv":
+            return ev.decode_csv(line, self.header)
+        return ev.decode_json(line)
+
+
+class _ParseLines(beam.DoFn):
+    """Parses lines with `parse`; good records go out as (key, (record, line)), bad ones to `dead`."""
+
+    def __init__(self, source: str, decode: _Decode, parse, key_field: str):
+        self.source, self.decode, self.parse, self.key_field = source, decode, parse, key_field
+        self.lines = Metrics.counter(NAMESPACE, f"input_lines.{source}")
+
+    def process(self, line: str):
+        self.lines.inc()
+        try:
+            record = self.parse(self.decode(line), self.decode.input_format == "csv")
+        except ev.BadRecord as bad:
+            Metrics.counter(NAMESPACE, f"dead_letter.{bad.reason}").inc()
+            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter(self.source, bad.reason, bad.detail, line))
+            return
+        yield record[self.key_field], (record, line)
+
+
+def _first_row(source: str):
+    """Keeps the first row of a side-table id; later rows are dead-lettered as duplicates."""
+
+    def fn(keyed):
+        key, rows = keyed
+        rows = sorted(rows, key=lambda pair: pair[1])
+        for _, line in rows[1:]:
+            Metrics.counter(NAMESPACE, "dead_letter.duplicate_record").inc()
+            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter(source, "duplicate_record", f"second row for {key}", line))
+        Metrics.counter(NAMESPACE, "accepted_lines").inc()
+        yield key, rows[0][0]
+
+    return fn
+
+
+class _Join(beam.DoFn):
+    def process(self, keyed, users, items):
+        _, events = keyed
+        example, refused = ev.join_impression(events, users, items)
+        for reason, detail, line in refused:
+            Metrics.counter(NAMESPACE, f"dead_letter.{reason}").inc()
+            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter("events", reason, detail, line))
+        if example is not None:
+            Metrics.counter(NAMESPACE, "accepted_lines").inc(example["lines"])
+            yield example
+
+
+def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
+    feature = {}
+    for name, value in example.items():
+        if name in NON_FEATURES:
+            continue
+        if isinstance(value, str):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif isinstance(value, float):
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        else:
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def hash_split(impression_id: str, eval_percent: int) -> int:
+    bucket = int(hashlib.md5(impression_id.encode()).hexdigest()[:8], 16) % 100
+    return 1 if bucket < eval_percent else 0
+
+
+def _split_index(example, num_partitions, split, eval_days, eval_percent, last_day):
+    if split == "hash":
+        index = hash_split(example["impression_id"], eval_percent)
+    else:
+        index = 1 if ev.day_of(example["ts"]) > last_day - eval_days else 0
+    Metrics.counter(NAMESPACE, f"examples.{SPLITS[index]}").inc()
+    return index
+
+
+def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split: str, eval_days: int,
+                    eval_percent: int, examples_uri: str, dead_letter_uri: str) -> None:
+    """Adds read, parse, join, split and write steps to `p`."""
+    header = {}
+    if input_format == "csv":
+        header = {t: _csv_header(_input_files(input_base, t, "csv")) for t in ("events", "items", "users")}
+    dead = []
+
+    def read(table, parse, key_field):
+        pattern = _input_files(input_base, table, input_format)
+        lines = p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))
+        parsed = lines | f"Parse{table}" >> beam.ParDo(
+            _ParseLines(table, _Decode(input_format, header.get(table)), parse, key_field)).with_outputs("dead", main="ok")
+        dead.append(parsed.dead)
+        return parsed.ok
+
+    def table(name, parse, key_field):
+        rows = (read(name, parse, key_field) | f"Group{name}" >> beam.GroupByKey()
+                | f"Dedup{name}" >> beam.FlatMap(_first_row(name)).with_outputs("dead", main="ok"))
+        dead.append(rows.dead)
+        return beam.pvalue.AsDict(rows.ok)
+
+    users = table("users", ev.parse_user, "user_id")
+    items = table("items", ev.parse_item, "item_id")
+    events = read("events", ev.parse_event, "impression_id")
+    joined = (events | "GroupByImpression" >> beam.GroupByKey()
+              | "Join" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
+    dead.append(joined.dead)
+
+    last_day = beam.pvalue.AsSingleton(
+        joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"])) | "LastDay" >> beam.CombineGlobally(max).without_defaults())
+    if split == "hash":
+        last_day = 0
+    parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day)
+    for name, part in zip(SPLITS, parts):
+        (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
+         | f"Shuffle{name}" >> beam.Reshuffle()
+         | f"Write{name}" >> beam.io.WriteToTFRecord(os.path.join(examples_uri, f"Split-{name}", "data_tfrecord"),
+                                                     file_name_suffix=".gz"))
+    (dead | "AllDead" >> beam.Flatten()
+     | "WriteDead" >> beam.io.WriteToText(os.path.join(dead_letter_uri, "dead_letter"), file_name_suffix=".jsonl"))
+
+
+def read_counters(result) -> Dict[str, int]:
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    out: Dict[str, int] = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value)
+    return out
+
+
+def summarize_counts(counters: Dict[str, int]) -> Dict[str, Any]:
+    """Counts for the run summary: input lines = accepted lines + dead-letter lines, exactly.
+
+    Accepted lines are event lines joined into an example and side-table rows kept for the join.
+    """
+    def by_prefix(prefix):
+        return {k[len(prefix):]: v for k, v in sorted(counters.items()) if k.startswith(prefix)}
+
+    by_reason = by_prefix("dead_letter.")
+    by_source = by_prefix("input_lines.")
+    return {
+        "input_lines": sum(by_source.values()),
+        "input_lines_by_source": by_source,
+        "accepted_lines": counters.get("accepted_lines", 0),
+        "examples": {s: counters.get(f"examples.{s}", 0) for s in SPLITS},
+        "dead_letter": {"total": sum(by_reason.values()), "by_reason": by_reason},
+    }
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs the ingestion Beam pipeline.
+
+    Inputs: none (raw files under `input_base`).
+    Outputs: `examples` (Split-train, Split-eval; gzipped TFRecords of tf.Example) and
+      `dead_letter` (refused lines and `counts.json`).
+    Properties: input_base, input_format (jsonl|csv), split (time|hash), eval_days, eval_percent,
+      input_fingerprint.
+    """
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        examples = artifact_utils.get_single_instance(output_dict["examples"])
+        dead_letter = artifact_utils.get_single_instance(output_dict["dead_letter"])
+        examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+        pipeline = self._make_beam_pipeline()
+        build_ingestion(pipeline, exec_properties["input_base"], exec_properties["input_format"],
+                        exec_properties["split"], exec_properties["eval_days"], exec_properties["eval_percent"],
+                        examples.uri, dead_letter.uri)
+        result = pipeline.run()
+        result.wait_until_finish()
+        counts = summarize_counts(read_counters(result))
+        with tf.io.gfile.GFile(os.path.join(dead_letter.uri, "counts.json"), "w") as f:
+            f.write(json.dumps(counts, indent=1))
+        dead_letter.set_int_custom_property("total", counts["dead_letter"]["total"])
+        dead_letter.set_int_custom_property("input_lines", counts["input_lines"])
+        for split, n in counts["examples"].items():
+            examples.set_int_custom_property(f"examples_{split}", n)
+
+
+class LogExampleGen(base_beam_component.BaseBeamComponent):
+    """Joins raw interaction logs into train/eval tf.Examples, with a dead-letter output."""
+
+    SPEC_CLASS = LogExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, input_base: str, input_format: str = "jsonl", split: str = "time", eval_days: int = 1,
+                 eval_percent: int = 20):
+        if input_format not in ("jsonl", "csv"):
+            raise ValueError(f"LogExampleGen: input_format={input_format!r}; expected jsonl or csv")
+        super().__init__(spec=LogExampleGenSpec(
+            input_base=input_base, input_format=input_format, split=split, eval_days=eval_days,
+            eval_percent=eval_percent, input_fingerprint=input_fingerprint(input_base),
+            examples=types.Channel(type=standard_artifacts.Examples),
+            dead_letter=types.Channel(type=DeadLetter)))

@@ -1,0 +1,11 @@
+"""Shared-bottom multi-task model (Caruana, 1997): one MLP for all tasks, one tower per task."""
+import tf_keras as keras
+
+from mtrec.models.layers import MLP, feature_inputs, task_head
+
+
+def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    shared = MLP(config.bottom_units, config.dropout, name="shared_bottom")(x)
+    outputs = {t.name: task_head(shared, t, config.tower_units, config.dropout) for t in tasks}
+    return keras.Model(inputs, outputs, name="shared_bottom")

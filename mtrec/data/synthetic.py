@@ -1,0 +1,165 @@
+"""The embedded default data: a seeded synthetic interaction log with known true probabilities.
+
+What a platform logs, not a ready table: `events.jsonl` holds impressions, then clicks on some,
+then likes, purchases and dwell on some clicks, unjoined and in timestamp order across several days;
+`items.jsonl` and `users.jsonl` are the side tables. Responses come from a latent user/item model
+with position bias; `task_correlation` sets how much like and purchase share the click signal.
+`oracle.csv` keeps each impression's true probabilities (like and purchase given click) and
+expected dwell, so evaluation can report the best AUC any model could reach on the same examples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gzip
+import json
+import os
+from typing import Dict
+
+import numpy as np
+
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DAY_MS = 86_400_000
+EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+DEVICES = ["mobile", "desktop", "tablet"]
+PAGES = ["home", "search", "category", "detail"]
+AGE_BUCKETS = ["18-24", "25-34", "35-44", "45-54", "55+"]
+REGIONS = ["north", "south", "east", "west", "central", "islands"]
+CATEGORIES = ["news", "sports", "music", "movies", "games", "food", "travel", "fashion", "tech", "home",
+              "books", "kids"]
+POSITIONS = 10
+LATENT_DIM = 4
+
+
+@dataclasses.dataclass
+class SyntheticLogSpec:
+    """Size and shape of a generated log."""
+
+    impressions: int = 200_000
+    days: int = 7
+    seed: int = 0
+    task_correlation: float = 0.5
+    gzip: bool = False
+
+    @property
+    def users(self) -> int:
+        return max(100, self.impressions // 100)
+
+    @property
+    def items(self) -> int:
+        return max(60, self.impressions // 400)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
+    """Writes events, items, users and oracle files into `out_dir`; returns line counts per event type."""
+    if spec.impressions < 1 or spec.days < 1:
+        raise ValueError(f"impressions ({spec.impressions}) and days ({spec.days}) must be positive")
+    if not 0.0 <= spec.task_correlation <= 1.0:
+        raise ValueError(f"task_correlation must be in [0, 1], got {spec.task_correlation}")
+    rng = np.random.default_rng(spec.seed)
+    os.makedirs(out_dir, exist_ok=True)
+    n, n_users, n_items = spec.impressions, spec.users, spec.items
+
+    # Side tables. Latent vectors are mostly explained by observed attributes (learnable from the
+    # tables), plus an individual part that only id embeddings can pick up.
+    age = rng.integers(len(AGE_BUCKETS), size=n_users)
+    region = rng.integers(len(REGIONS), size=n_users)
+    signup_day = START_MS // DAY_MS + rng.integers(-720, 0, size=n_users)
+    device_pref = rng.integers(len(DEVICES), size=n_users)
+    age_vec, region_vec = rng.normal(0, 0.8, (len(AGE_BUCKETS), LATENT_DIM)), rng.normal(0, 0.6, (len(REGIONS), LATENT_DIM))
+    user_vec = age_vec[age] + region_vec[region] + rng.normal(0, 0.15, (n_users, LATENT_DIM))
+    user_bias = rng.normal(0, 0.2, n_users)
+    activity = rng.pareto(2.0, n_users) + 1.0
+
+    category = rng.integers(len(CATEGORIES), size=n_items)
+    cat_vec, cat_vec2 = rng.normal(0, 1.0, (2, len(CATEGORIES), LATENT_DIM))
+    item_vec = cat_vec[category] + rng.normal(0, 0.15, (n_items, LATENT_DIM))
+    item_vec2 = cat_vec2[category] + rng.normal(0, 0.15, (n_items, LATENT_DIM))
+    item_bias = rng.normal(0, 0.2, n_items)
+    log_price = rng.normal(2.5 + 0.15 * category, 0.6)
+    popularity = rng.pareto(1.5, n_items) + 1.0
+
+    # Impressions.
+    ts = np.sort(START_MS + rng.integers(0, spec.days * DAY_MS, size=n))
+    user = rng.choice(n_users, size=n, p=activity / activity.sum())
+    item = rng.choice(n_items, size=n, p=popularity / popularity.sum())
+    position = rng.integers(POSITIONS, size=n)
+    device = np.where(rng.random(n) < 0.7, device_pref[user], rng.integers(len(DEVICES), size=n))
+    page = rng.integers(len(PAGES), size=n)
+    hour = (ts % DAY_MS) // 3_600_000
+
+    # Responses: position bias, context effects and user/item affinity; like and purchase share
+    # `task_correlation` of their signal with the click affinity.
+    affinity = np.einsum("ij,ij->i", user_vec[user], item_vec[item]) / np.sqrt(LATENT_DIM)
+    affinity2 = np.einsum("ij,ij->i", user_vec[user], item_vec2[item]) / np.sqrt(LATENT_DIM)
+    rho = spec.task_correlation
+    logit_click = (-1.2 + affinity - 0.12 * position + np.array([0.2, -0.1, 0.0])[device]
+                   + np.array([0.0, 0.3, -0.2, 0.4])[page] + 0.3 * np.sin(hour / 24 * 2 * np.pi)
+                   + user_bias[user] + item_bias[item])
+    logit_like = -0.8 + np.sqrt(rho) * affinity + np.sqrt(1 - rho) * affinity2 + 0.5 * item_bias[item]
+    logit_purchase = (-1.0 + np.sqrt(rho) * affinity + np.sqrt(1 - rho) * (0.4 * age[user] - 0.8) * (log_price[item] - 3.0)
+                      + np.array([-0.2, 0.4, 0.1])[device])
+    p_click, p_like, p_purchase = _sigmoid(logit_click), _sigmoid(logit_like), _sigmoid(logit_purchase)
+    dwell_mu = 2.8 + 0.35 * affinity2 + np.array([0.0, 0.1, 0.0, 0.4])[page] - 0.2 * (device == 0)
+    dwell_sigma = 0.5
+    dwell_mean_s = np.exp(dwell_mu + dwell_sigma ** 2 / 2)
+
+    click = rng.random(n) < p_click
+    like = click & (rng.random(n) < p_like)
+    purchase = click & (rng.random(n) < p_purchase)
+    dwell_ms = np.round(np.exp(rng.normal(dwell_mu, dwell_sigma)) * 1000).astype(np.int64)
+    click_ts = ts + rng.integers(500, 30_000, size=n)
+    dwell_ts = click_ts + dwell_ms
+    like_ts = click_ts + (rng.random(n) * dwell_ms).astype(np.int64)
+    purchase_ts = dwell_ts + rng.integers(1_000, 600_000, size=n)
+
+    imp_ids = [f"imp-{spec.seed}-{i:08d}" for i in range(n)]
+    u_ids = [f"u{u}" for u in range(n_users)]
+    i_ids = [f"i{j}" for j in range(n_items)]
+
+    lines, times = [], []
+    lines += [f'{{"event": "impression", "impression_id": "{imp_ids[i]}", "ts": {ts[i]}, "user_id": "{u_ids[user[i]]}", '
+              f'"item_id": "{i_ids[item[i]]}", "position": {position[i]}, "device": "{DEVICES[device[i]]}", '
+              f'"page": "{PAGES[page[i]]}"}}' for i in range(n)]
+    times.append(ts)
+    for name, mask, when in (("click", click, click_ts), ("like", like, like_ts), ("purchase", purchase, purchase_ts)):
+        idx = np.flatnonzero(mask)
+        lines += [f'{{"event": "{name}", "impression_id": "{imp_ids[i]}", "ts": {when[i]}}}' for i in idx]
+        times.append(when[idx])
+    idx = np.flatnonzero(click)
+    lines += [f'{{"event": "dwell", "impression_id": "{imp_ids[i]}", "ts": {dwell_ts[i]}, "dwell_ms": {dwell_ms[i]}}}'
+              for i in idx]
+    times.append(dwell_ts[idx])
+    order = np.argsort(np.concatenate(times), kind="stable")
+
+    events_path = os.path.join(out_dir, "events.jsonl" + (".gz" if spec.gzip else ""))
+    with (gzip.open(events_path, "wt") if spec.gzip else open(events_path, "w")) as f:
+        f.write("\n".join(lines[i] for i in order))
+        f.write("\n")
+    words = {c: [f"{c}{k}" for k in range(20)] for c in CATEGORIES}
+    with open(os.path.join(out_dir, "items.jsonl"), "w") as f:
+        for j in range(n_items):
+            cat = CATEGORIES[category[j]]
+            title = " ".join(rng.choice(words[cat], size=3))
+            f.write(json.dumps({"item_id": i_ids[j], "category": cat, "price": round(float(np.exp(log_price[j])), 2),
+                                "title": title}) + "\n")
+    with open(os.path.join(out_dir, "users.jsonl"), "w") as f:
+        for u in range(n_users):
+            f.write(json.dumps({"user_id": u_ids[u], "age_bucket": AGE_BUCKETS[age[u]], "region": REGIONS[region[u]],
+                                "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u])))}) + "\n")
+    with open(os.path.join(out_dir, "oracle.csv"), "w") as f:
+        f.write("impression_id,click,like,purchase,dwell\n")
+        f.writelines(f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f}\n"
+                     for i in range(n))
+    return {"impression": n, "click": int(click.sum()), "like": int(like.sum()),
+            "purchase": int(purchase.sum()), "dwell": int(click.sum())}
+
+
+def read_oracle(path: str) -> Dict[str, np.ndarray]:
+    """Reads `oracle.csv` into {column: array}, impression ids under `impression_id`."""
+    data = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    return {name: data[name] for name in data.dtype.names}

@@ -1,0 +1,83 @@
+"""Runs the pipeline locally (LocalDagRunner, Beam DirectRunner) and writes `run_summary.json`."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable, Dict, Optional
+
+import absl.logging
+
+from mtrec.config import PipelineConfig
+from mtrec.data import synthetic
+from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
+from mtrec.pipeline.summary import summarize
+
+SUMMARY_FILE = "run_summary.json"
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns LocalDagRunner's 'Component X is running/finished' log lines into progress lines."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self._emit, self._started = emit, {}
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Component ") and message.endswith((" is running.", " is finished.")):
+            node = message.split()[1]
+            if message.endswith("running."):
+                self._started[node] = time.time()
+                self._emit(f"  {node} ...")
+            else:
+                self._emit(f"  {node} done in {time.time() - self._started.get(node, time.time()):.1f}s")
+        elif "A cached execution" in message:
+            self._emit("    (reused from TFX cache)")
+        elif record.levelno >= logging.ERROR:
+            self._emit(f"  ERROR {message}")
+
+
+def synthetic_data_dir(config: PipelineConfig, work_dir: str) -> str:
+    """Generates the default log once per (impressions, days, seed); reruns reuse it and TFX's cache."""
+    data = config.data
+    path = os.path.join(work_dir, "data", f"synthetic-{data.impressions}-{data.days}d-seed{data.seed}")
+    if not os.path.exists(os.path.join(path, "oracle.csv")):
+        synthetic.generate(path, synthetic.SyntheticLogSpec(impressions=data.impressions, days=data.days, seed=data.seed))
+    return path
+
+
+def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
+        progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Dict:
+    """Runs the whole pipeline; returns (and writes to `work_dir/run_summary.json`) the run summary."""
+    from tfx import v1 as tfx
+
+    work_dir = os.path.abspath(work_dir)
+    if config.data.source == "synthetic":
+        progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
+        data_dir = synthetic_data_dir(config, work_dir)
+    data_dir = os.path.abspath(data_dir or config.data.path)
+    paths = PipelinePaths(root=os.path.join(work_dir, "pipeline"), data=data_dir,
+                          serving=os.path.join(work_dir, "serving"), metadata=os.path.join(work_dir, "metadata.db"))
+    progress(f"Running pipeline {config.name!r} on {data_dir}")
+    # Set through absl's verbosity flag, not the logger: TensorFlow's SavedModel writer restores
+    # the flag's value after muting it, which would otherwise silence progress from then on.
+    absl_logger, handler = logging.getLogger("absl"), _ProgressHandler(progress)
+    previous = absl.logging.get_verbosity(), absl_logger.propagate
+    absl.logging.set_verbosity(absl.logging.INFO)
+    absl_logger.addHandler(handler)
+    absl_logger.propagate = False
+    started = time.time()
+    try:
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, paths))
+    finally:
+        absl_logger.removeHandler(handler)
+        absl.logging.set_verbosity(previous[0])
+        absl_logger.propagate = previous[1]
+    summary = summarize(paths.metadata, config, data_dir)
+    summary["wall_time_s"] = round(time.time() - started, 1)
+    with open(os.path.join(work_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=False)
+    return summary

@@ -1,0 +1,1 @@
+"""Checked-in schemas (schema.pbtxt: the examples LogExampleGen writes)."""

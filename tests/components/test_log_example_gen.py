@@ -1,0 +1,129 @@
+"""LogExampleGen's Beam pipeline on the DirectRunner: nothing lost, everything counted."""
+import csv
+import glob
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtrec.components import events as ev
+from mtrec.components import log_example_gen as leg
+from mtrec.data import malformed, synthetic
+
+
+def _ingest(data_dir, out_dir, input_format="jsonl", split="time", eval_percent=20):
+    pipeline = beam.Pipeline(argv=["--direct_running_mode=in_memory"])
+    leg.build_ingestion(pipeline, str(data_dir), input_format, split, 1, eval_percent,
+                        str(out_dir / "examples"), str(out_dir / "dead"))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return leg.summarize_counts(leg.read_counters(result))
+
+
+def _examples(out_dir, split):
+    files = glob.glob(str(out_dir / "examples" / f"Split-{split}" / "*"))
+    return [tf.train.Example.FromString(r) for r in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()]
+
+
+def _value(example, name):
+    feature = example.features.feature[name]
+    return getattr(feature, feature.WhichOneof("kind")).value[0]
+
+
+def _dead_letter(out_dir):
+    return [json.loads(line) for f in glob.glob(str(out_dir / "dead" / "*")) for line in open(f)]
+
+
+@pytest.fixture(scope="module")
+def clean_log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clean")
+    counts = synthetic.generate(str(path), synthetic.SyntheticLogSpec(impressions=3000, days=3, seed=5))
+    return path, counts
+
+
+def test_malformed_lines_are_counted_and_kept_and_nothing_is_lost(tmp_path, clean_log):
+    clean, counts = clean_log
+    data = tmp_path / "logs"
+    data.mkdir()
+    for name in ("events.jsonl", "items.jsonl", "users.jsonl"):
+        (data / name).write_text((clean / name).read_text())
+    expected = malformed.inject(str(data / "events.jsonl"), 35, seed=1)
+    with open(data / "users.jsonl", "a") as f:
+        f.write((clean / "users.jsonl").read_text().splitlines()[0] + "\n")  # a second row for u0
+    with open(data / "items.jsonl", "a") as f:
+        f.write('{"item_id": "i-broken", "category": \n')
+    with open(data / "events.jsonl", "a") as f:
+        f.write(json.dumps({"event": "impression", "impression_id": "stranger", "ts": synthetic.START_MS,
+                            "user_id": "u-unknown", "item_id": "i1", "position": 0, "device": "mobile", "page": "home"}) + "\n")
+    expected.update({"duplicate_record": 1, "invalid_json": 1, "unknown_user": 1})
+
+    summary = _ingest(data, tmp_path / "out")
+
+    lines = sum(len((data / n).read_text().splitlines()) for n in ("events.jsonl", "items.jsonl", "users.jsonl"))
+    dead = _dead_letter(tmp_path / "out")
+    assert summary["input_lines"] == lines
+    assert summary["accepted_lines"] + summary["dead_letter"]["total"] == lines
+    assert summary["dead_letter"]["by_reason"] == dict(expected)
+    assert len(dead) == summary["dead_letter"]["total"]
+    assert sorted(d["reason"] for d in dead) == sorted(expected.elements())
+    assert all(d["reason"] in ev.REASONS and d["detail"] for d in dead)
+    refused_lines = {d["line"] for d in dead}
+    assert '{"item_id": "i-broken", "category": ' in refused_lines
+    assert sum(summary["examples"].values()) == counts["impression"]
+
+
+def test_time_split_puts_the_last_day_in_eval_with_entire_space_labels(tmp_path, clean_log):
+    clean, counts = clean_log
+    summary = _ingest(clean, tmp_path)
+    assert summary["dead_letter"]["total"] == 0
+    train, evaluation = _examples(tmp_path, "train"), _examples(tmp_path, "eval")
+    assert len(train) == summary["examples"]["train"] and len(evaluation) == summary["examples"]["eval"]
+    last_day = synthetic.START_MS // synthetic.DAY_MS + 2
+    assert {_value(e, "ts") // synthetic.DAY_MS for e in evaluation} == {last_day}
+    assert max(_value(e, "ts") // synthetic.DAY_MS for e in train) == last_day - 1
+    everything = train + evaluation
+    assert sum(_value(e, "click") for e in everything) == counts["click"]
+    assert sum(_value(e, "like") for e in everything) == counts["like"]
+    assert all(_value(e, "like") <= _value(e, "click") and _value(e, "purchase") <= _value(e, "click") for e in everything)
+    assert all((_value(e, "dwell") > 0) == bool(_value(e, "click")) for e in everything)
+    assert set(everything[0].features.feature) == {
+        "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "hour", "age_bucket", "region",
+        "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell"}
+
+
+def _to_csv(src, dst, name, columns):
+    with open(dst / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for line in (src / f"{name}.jsonl").read_text().splitlines():
+            writer.writerow(json.loads(line))
+
+
+def test_csv_logs_give_the_same_examples_as_jsonl(tmp_path, clean_log):
+    clean, counts = clean_log
+    data = tmp_path / "csv"
+    data.mkdir()
+    _to_csv(clean, data, "events", ev.CSV_EVENT_COLUMNS)
+    _to_csv(clean, data, "items", list(ev.ITEM_FIELDS))
+    _to_csv(clean, data, "users", list(ev.USER_FIELDS))
+    summary = _ingest(data, tmp_path / "out", input_format="csv")
+    assert summary["dead_letter"]["total"] == 0
+    assert sum(summary["examples"].values()) == counts["impression"]
+    clicks = sum(_value(e, "click") for split in ("train", "eval") for e in _examples(tmp_path / "out", split))
+    assert clicks == counts["click"]
+
+
+def test_hash_split_sends_about_eval_percent_to_eval(tmp_path, clean_log):
+    clean, counts = clean_log
+    summary = _ingest(clean, tmp_path, split="hash", eval_percent=30)
+    share = summary["examples"]["eval"] / counts["impression"]
+    assert 0.25 < share < 0.35
+    assert leg.hash_split("imp-0-00000001", 30) == leg.hash_split("imp-0-00000001", 30)
+
+
+def test_missing_input_files_name_the_pattern(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no users file matches"):
+        _ingest(tmp_path, tmp_path / "out")

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from mtrec.data import malformed, synthetic
+
+
+def _generate(path, **kwargs):
+    spec = synthetic.SyntheticLogSpec(**{"impressions": 3000, "days": 3, **kwargs})
+    return synthetic.generate(str(path), spec)
+
+
+def test_same_seed_same_log_and_other_seed_differs(tmp_path):
+    _generate(tmp_path / "a", seed=7)
+    _generate(tmp_path / "b", seed=7)
+    _generate(tmp_path / "c", seed=8)
+    for name in ("events.jsonl", "items.jsonl", "users.jsonl", "oracle.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "events.jsonl").read_bytes() != (tmp_path / "c" / "events.jsonl").read_bytes()
+
+
+def test_events_are_unjoined_time_ordered_and_consistent(tmp_path):
+    counts = _generate(tmp_path, days=3)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    by_type = {}
+    for e in events:
+        by_type.setdefault(e["event"], set()).add(e["impression_id"])
+    assert {k: len(v) for k, v in by_type.items()} == counts
+    assert by_type["like"] <= by_type["click"] and by_type["purchase"] <= by_type["click"]
+    assert by_type["dwell"] == by_type["click"]
+    days = {(e["ts"] - synthetic.START_MS) // synthetic.DAY_MS for e in events if e["event"] == "impression"}
+    assert days == {0, 1, 2}
+    assert set(events[0]) == {"event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page"}
+
+
+def test_oracle_has_every_impression_and_matches_observed_rates(tmp_path):
+    counts = _generate(tmp_path, impressions=20000)
+    oracle = synthetic.read_oracle(str(tmp_path / "oracle.csv"))
+    assert len(oracle["impression_id"]) == 20000
+    for task in ("click", "like", "purchase"):
+        assert np.all((oracle[task] > 0) & (oracle[task] < 1))
+    # Expected counts from the true probabilities agree with the sampled events (within 4 sigma).
+    expected_clicks = oracle["click"].sum()
+    assert abs(counts["click"] - expected_clicks) < 4 * np.sqrt(expected_clicks)
+    expected_likes = (oracle["click"] * oracle["like"]).sum()
+    assert abs(counts["like"] - expected_likes) < 4 * np.sqrt(expected_likes)
+
+
+def test_task_correlation_controls_shared_signal(tmp_path):
+    def corr(rho, path):
+        _generate(path, impressions=5000, task_correlation=rho)
+        oracle = synthetic.read_oracle(str(path / "oracle.csv"))
+        return np.corrcoef(np.log(oracle["like"] / (1 - oracle["like"])),
+                           np.log(oracle["purchase"] / (1 - oracle["purchase"])))[0, 1]
+
+    assert corr(1.0, tmp_path / "high") > corr(0.0, tmp_path / "low") + 0.3
+
+
+def test_gzip_output(tmp_path):
+    _generate(tmp_path, gzip=True)
+    assert (tmp_path / "events.jsonl.gz").exists() and not (tmp_path / "events.jsonl").exists()
+
+
+def test_bad_spec_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="task_correlation"):
+        _generate(tmp_path, task_correlation=1.5)
+
+
+def test_malformed_injection_counts_every_kind(tmp_path):
+    _generate(tmp_path)
+    before = (tmp_path / "events.jsonl").read_text().splitlines()
+    expected = malformed.inject(str(tmp_path / "events.jsonl"), 21, seed=3)
+    after = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert len(after) == len(before) + 21
+    assert expected == {kind: 3 for kind in malformed.KINDS}
