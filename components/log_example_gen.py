@@ -10,6 +10,7 @@ Spec, component and executor live together: the executor is the only implementat
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -29,6 +30,7 @@ from mtrec.components import events as ev
 
 NAMESPACE = "mtrec.ingest"
 SPLITS = ("train", "eval")
+TABLES = ("events", "items", "users")
 NON_FEATURES = ("lines",)
 
 
@@ -63,7 +65,8 @@ def input_fingerprint(input_base: str) -> str:
     return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
 
 
-def _input_files(input_base: str, table: str, input_format: str) -> str:
+def input_files(input_base: str, table: str, input_format: str) -> str:
+    """The glob pattern of one table's files; raises FileNotFoundError naming it when nothing matches."""
     pattern = os.path.join(input_base, f"{table}*.{input_format}*")
     if not tf.io.gfile.glob(pattern):
         raise FileNotFoundError(f"LogExampleGen: no {table} file matches {pattern}")
@@ -73,7 +76,13 @@ def _input_files(input_base: str, table: str, input_format: str) -> str:
 def _csv_header(pattern: str) -> List[str]:
     path = sorted(tf.io.gfile.glob(pattern))[0]
     with tf.io.gfile.GFile(path, "rb") as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
-        return f.readline().decode().strip().split(",")
+        return next(csv.reader([f.readline().decode()]))
+
+
+def _refuse(source: str, reason: str, detail: str, line: str) -> beam.pvalue.TaggedOutput:
+    """Counts a refused line by reason and routes it, untouched, to the dead-letter output."""
+    Metrics.counter(NAMESPACE, f"dead_letter.{reason}").inc()
+    return beam.pvalue.TaggedOutput("dead", ev.dead_letter(source, reason, detail, line))
 
 
 class _Decode:
@@ -100,8 +109,7 @@ class _ParseLines(beam.DoFn):
         try:
             record = self.parse(self.decode(line), self.decode.input_format == "csv")
         except ev.BadRecord as bad:
-            Metrics.counter(NAMESPACE, f"dead_letter.{bad.reason}").inc()
-            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter(self.source, bad.reason, bad.detail, line))
+            yield _refuse(self.source, bad.reason, bad.detail, line)
             return
         yield record[self.key_field], (record, line)
 
@@ -113,8 +121,7 @@ def _first_row(source: str):
         key, rows = keyed
         rows = sorted(rows, key=lambda pair: pair[1])
         for _, line in rows[1:]:
-            Metrics.counter(NAMESPACE, "dead_letter.duplicate_record").inc()
-            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter(source, "duplicate_record", f"second row for {key}", line))
+            yield _refuse(source, "duplicate_record", f"second row for {key}", line)
         Metrics.counter(NAMESPACE, "accepted_lines").inc()
         yield key, rows[0][0]
 
@@ -126,8 +133,7 @@ class _Join(beam.DoFn):
         _, events = keyed
         example, refused = ev.join_impression(events, users, items)
         for reason, detail, line in refused:
-            Metrics.counter(NAMESPACE, f"dead_letter.{reason}").inc()
-            yield beam.pvalue.TaggedOutput("dead", ev.dead_letter("events", reason, detail, line))
+            yield _refuse("events", reason, detail, line)
         if example is not None:
             Metrics.counter(NAMESPACE, "accepted_lines").inc(example["lines"])
             yield example
@@ -166,11 +172,11 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
     """Adds read, parse, join, split and write steps to `p`."""
     header = {}
     if input_format == "csv":
-        header = {t: _csv_header(_input_files(input_base, t, "csv")) for t in ("events", "items", "users")}
+        header = {t: _csv_header(input_files(input_base, t, "csv")) for t in TABLES}
     dead = []
 
     def read(table, parse, key_field):
-        pattern = _input_files(input_base, table, input_format)
+        pattern = input_files(input_base, table, input_format)
         lines = p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))
         parsed = lines | f"Parse{table}" >> beam.ParDo(
             _ParseLines(table, _Decode(input_format, header.get(table)), parse, key_field)).with_outputs("dead", main="ok")

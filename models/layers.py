@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 
@@ -82,6 +83,19 @@ def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_di
         inputs[name] = keras.Input(shape=(1,), dtype=tf.float32, name=name)
         parts.append(inputs[name])
     return inputs, keras.layers.Concatenate(name="features")(parts)
+
+
+def cross(x, num_layers: int, projection_dim: int | None = None):
+    """`num_layers` DCN-v2 cross layers (Wang et al., WWW 2021; TFRS `Cross`) on the feature vector.
+
+    An MLP learns multiplicative feature interactions (user group x item category) slowly; a cross
+    layer represents them directly, so the experts and towers start from them.
+    """
+    x0 = x
+    for i in range(num_layers):
+        x = tfrs.layers.dcn.Cross(projection_dim=projection_dim, kernel_initializer="glorot_uniform",
+                                  name=f"cross_{i}")(x0, x)
+    return x
 
 
 def task_head(x, task, tower_units: Sequence[int], dropout: float = 0.0):

@@ -1,11 +1,12 @@
 """Shared-bottom multi-task model (Caruana, 1997): one MLP for all tasks, one tower per task."""
 import tf_keras as keras
 
-from mtrec.models.layers import MLP, feature_inputs, task_head
+from mtrec.models.layers import cross, MLP, feature_inputs, task_head
 
 
 def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
     inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    x = cross(x, config.cross_layers, config.cross_projection_dim)
     shared = MLP(config.bottom_units, config.dropout, name="shared_bottom")(x)
     outputs = {t.name: task_head(shared, t, config.tower_units, config.dropout) for t in tasks}
     return keras.Model(inputs, outputs, name="shared_bottom")

@@ -121,6 +121,8 @@ class ModelConfig:
 
     architecture: str = "mmoe"
     embedding_dim: int = 16
+    cross_layers: int = 1
+    cross_projection_dim: Optional[int] = None
     bottom_units: List[int] = field(default_factory=lambda: [128, 64])
     num_experts: int = 4
     expert_units: List[int] = field(default_factory=lambda: [64])

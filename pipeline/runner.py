@@ -10,12 +10,15 @@ from typing import Callable, Dict, Optional
 
 import absl.logging
 
+from mtrec.components.log_example_gen import TABLES, input_files
 from mtrec.config import PipelineConfig
 from mtrec.data import synthetic
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
+from mtrec.pipeline.report import plot_summary
 from mtrec.pipeline.summary import summarize
 
 SUMMARY_FILE = "run_summary.json"
+PLOT_FILE = "run_summary.png"
 
 
 class _ProgressHandler(logging.Handler):
@@ -59,6 +62,11 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
         data_dir = synthetic_data_dir(config, work_dir)
     data_dir = os.path.abspath(data_dir or config.data.path)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    if config.data.source != "examples":
+        for table in TABLES:
+            input_files(data_dir, table, config.data.format)
     paths = PipelinePaths(root=os.path.join(work_dir, "pipeline"), data=data_dir,
                           serving=os.path.join(work_dir, "serving"), metadata=os.path.join(work_dir, "metadata.db"))
     progress(f"Running pipeline {config.name!r} on {data_dir}")
@@ -78,6 +86,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         absl_logger.propagate = previous[1]
     summary = summarize(paths.metadata, config, data_dir)
     summary["wall_time_s"] = round(time.time() - started, 1)
+    summary["plot"] = plot_summary(summary, os.path.join(work_dir, PLOT_FILE))
     with open(os.path.join(work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=False)
     return summary

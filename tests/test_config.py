@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from mtrec.config import BINARY, ConfigError, PipelineConfig
+from mtrec.config import BINARY, ConfigError, GateConfig, PipelineConfig
 
 
 def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
@@ -42,13 +44,15 @@ def test_bad_config_names_the_key(tmp_path, yaml_text, named):
 
 def test_training_json_leaves_out_gates_so_gate_changes_keep_the_cache():
     a = PipelineConfig()
-    b = PipelineConfig.from_dict({"tasks": [{"name": "click", "gate": {"bound": 0.99}}, {"name": "like", "given": "click"},
-                                            {"name": "purchase", "given": "click"},
-                                            {"name": "dwell", "type": "regression", "given": "click", "weight": 0.2}]})
+    raw = a.to_dict()
+    raw["tasks"][0]["gate"] = {"bound": 0.99, "tolerance": 0.0}
+    raw["slices"] = ["device"]
+    b = PipelineConfig.from_dict(raw)
     assert a.to_json() != b.to_json()
     assert a.training_json() == b.training_json()
     rebuilt = PipelineConfig.from_json(a.training_json())
-    assert rebuilt.tasks[1].given == "click" and rebuilt.features == a.features
+    assert rebuilt.tasks == [dataclasses.replace(t, gate=GateConfig()) for t in a.tasks]
+    assert rebuilt.features == a.features and rebuilt.model == a.model and rebuilt.training == a.training
 
 
 def test_architectures_match_the_model_registry():

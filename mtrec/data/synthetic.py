@@ -100,8 +100,8 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     logit_click = (-1.2 + affinity - 0.12 * position + np.array([0.2, -0.1, 0.0])[device]
                    + np.array([0.0, 0.3, -0.2, 0.4])[page] + 0.3 * np.sin(hour / 24 * 2 * np.pi)
                    + user_bias[user] + item_bias[item])
-    logit_like = -0.8 + np.sqrt(rho) * affinity + np.sqrt(1 - rho) * affinity2 + 0.5 * item_bias[item]
-    logit_purchase = (-1.0 + np.sqrt(rho) * affinity + np.sqrt(1 - rho) * (0.4 * age[user] - 0.8) * (log_price[item] - 3.0)
+    logit_like = -0.6 + 1.5 * (np.sqrt(rho) * affinity + np.sqrt(1 - rho) * affinity2) + 0.5 * item_bias[item]
+    logit_purchase = (-1.0 + 1.5 * (np.sqrt(rho) * affinity + np.sqrt(1 - rho) * (0.4 * age[user] - 0.8) * (log_price[item] - 3.0))
                       + np.array([-0.2, 0.4, 0.1])[device])
     p_click, p_like, p_purchase = _sigmoid(logit_click), _sigmoid(logit_like), _sigmoid(logit_purchase)
     dwell_mu = 2.8 + 0.35 * affinity2 + np.array([0.0, 0.1, 0.0, 0.4])[page] - 0.2 * (device == 0)

@@ -1,0 +1,55 @@
+"""The `mtrec` console command as installed by setup.py."""
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+MTREC = os.path.join(os.path.dirname(sys.executable), "mtrec")
+
+
+def _mtrec(*args):
+    return subprocess.run([MTREC, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_names_every_command():
+    result = _mtrec("--help")
+    assert result.returncode == 0
+    for command in ("generate-logs", "run", "config"):
+        assert command in result.stdout
+    run_help = _mtrec("run", "--help").stdout
+    assert "--work-dir" in run_help and "--logs" in run_help and "--config" in run_help
+
+
+def test_config_prints_loadable_defaults():
+    result = _mtrec("config")
+    assert result.returncode == 0
+    config = yaml.safe_load(result.stdout)
+    assert [t["name"] for t in config["tasks"]] == ["click", "like", "purchase", "dwell"]
+
+
+def test_generate_logs_with_malformed_lines(tmp_path):
+    result = _mtrec("generate-logs", "--out", str(tmp_path), "--impressions", "500", "--days", "2", "--malformed", "14")
+    assert result.returncode == 0, result.stderr
+    assert "malformed" in result.stdout
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    bad = 0
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            bad += 1
+    assert bad == 2  # two of the fourteen are invalid JSON, the rest are JSON with bad content
+
+
+def test_run_refuses_bad_input_with_a_clear_message(tmp_path):
+    missing = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--logs", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "nowhere does not exist" in missing.stderr
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "events.jsonl").write_text("")
+    no_users = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--logs", str(tmp_path / "logs"))
+    assert no_users.returncode == 2 and "no items file matches" in no_users.stderr
+    (tmp_path / "bad.yaml").write_text("model: {architecture: transformer}\n")
+    bad_config = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--config", str(tmp_path / "bad.yaml"))
+    assert bad_config.returncode == 2 and "model.architecture='transformer'" in bad_config.stderr
