@@ -7,6 +7,8 @@ are weighted by their `given` label, so like-given-click is measured on clicked 
 """
 from __future__ import annotations
 
+import sys
+
 import tensorflow_model_analysis as tfma
 
 from mtrec.config import BINARY, PipelineConfig, TaskConfig
@@ -18,9 +20,9 @@ REGRESSION_METRICS = ("MeanAbsoluteError", "MeanLabel", "MeanPrediction")
 def _gate(task: TaskConfig) -> tfma.MetricThreshold:
     higher_is_better = task.type == BINARY
     bound = task.gate.bound
-    value = None
-    if bound is not None:
-        value = tfma.GenericValueThreshold(**{"lower_bound" if higher_is_better else "upper_bound": {"value": bound}})
+    if bound is None:  # always a value threshold: with change thresholds alone TFMA blesses no first model
+        bound = 0.0 if higher_is_better else sys.float_info.max
+    value = tfma.GenericValueThreshold(**{"lower_bound" if higher_is_better else "upper_bound": {"value": bound}})
     return tfma.MetricThreshold(
         value_threshold=value,
         change_threshold=tfma.GenericChangeThreshold(

@@ -57,14 +57,19 @@ def _custom(artifact, name, default=None):
     return getattr(value, value.WhichOneof("value"))
 
 
+def _slice_value(key) -> str:
+    value = getattr(key, key.WhichOneof("kind"))
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _overall_metrics(evaluation_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
     """{task: {metric: value}} for the overall slice, plus {task: {slice: gated metric}}."""
     tasks = {t.name: t for t in config.tasks}
     overall = {name: {} for name in tasks}
     slices = {name: {} for name in tasks}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        slice_name = ";".join(f"{c.column}={getattr(c, c.WhichOneof('kind'))}"
-                              for c in metrics_for_slice.slice_key.single_slice_keys) or "overall"
+        slice_name = ";".join(f"{c.column}={_slice_value(c)}" for c in metrics_for_slice.slice_key.single_slice_keys)
+        slice_name = slice_name or "overall"
         for item in metrics_for_slice.metric_keys_and_values:
             key = item.key
             if key.is_diff or key.model_name not in ("", "candidate") or key.output_name not in tasks:
@@ -82,7 +87,8 @@ def _overall_metrics(evaluation_uri: str, config: PipelineConfig) -> Dict[str, D
 
 def _failed_gates(evaluation_uri: str) -> list:
     result = tfma.load_validation_result(evaluation_uri)
-    failures = []
+    failures = [f"{field}: TFMA could not check every gate" for field in ("missing_thresholds", "missing_slices")
+                if getattr(result, field)]
     for per_slice in result.metric_validations_per_slice:
         for failure in per_slice.failures:
             key, threshold = failure.metric_key, failure.metric_threshold

@@ -84,6 +84,7 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     assert {"auc", "auc_precision_recall", "binary_crossentropy", "calibration", "oracle_auc"} <= set(written["tasks"]["click"])
     assert {"root_mean_squared_error", "mean_absolute_error"} <= set(written["tasks"]["dwell"])
     assert {"device=mobile", "device=desktop", "device=tablet"} <= set(written["tasks"]["click"]["slices"])
+    assert written["plot"].endswith(".png") and os.path.getsize(written["plot"]) > 10_000
 
 
 RAW = {"user_id": [b"u1", b"u-never-seen"], "item_id": [b"i2", b"i-never-seen"], "device": [b"mobile", b"desktop"],
