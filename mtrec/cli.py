@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole TFX pipeline locally",
                               description="Ingest, validate, transform, train, evaluate per task and push, "
-                                          "with LocalDagRunner and Beam's DirectRunner. Writes "
+                                          "with TFX's LocalDagRunner (or BeamDagRunner) and Beam's DirectRunner. Writes "
                                           "WORK_DIR/run_summary.json and pushes blessed models to "
                                           "WORK_DIR/serving/MODEL_NAME/VERSION.")
     run.add_argument("--work-dir", required=True, help="pipeline root, MLMD store, serving dir and summary")
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--impressions", type=int, help="size of the generated synthetic log")
     run.add_argument("--model", choices=["shared_bottom", "mmoe"], help="architecture")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
+    run.add_argument("--orchestrator", choices=["local", "beam"],
+                     help="TFX LocalDagRunner (default) or BeamDagRunner")
 
     commands.add_parser("config", help="print the default configuration as YAML")
     return parser
@@ -63,6 +65,8 @@ def load_config(args) -> PipelineConfig:
         raw["model"]["architecture"] = args.model
     if args.epochs is not None:
         raw["training"]["epochs"] = args.epochs
+    if args.orchestrator:
+        raw["orchestrator"] = args.orchestrator
     return PipelineConfig.from_dict(raw)
 
 

@@ -18,6 +18,7 @@ import yaml
 BINARY = "binary"
 REGRESSION = "regression"
 ARCHITECTURES = ("shared_bottom", "mmoe")
+ORCHESTRATORS = ("local", "beam")
 
 
 class ConfigError(ValueError):
@@ -153,9 +154,14 @@ def _default_tasks() -> List[TaskConfig]:
 
 @dataclass
 class PipelineConfig:
-    """Everything one `mtrec run` needs; `beam_args` go to every Beam-powered component."""
+    """Everything one `mtrec run` needs; `beam_args` go to every Beam-powered component.
+
+    `orchestrator` runs the pipeline locally with TFX's LocalDagRunner (`local`, one process) or
+    BeamDagRunner (`beam`, each component a step of a Beam pipeline).
+    """
 
     name: str = "mtrec"
+    orchestrator: str = "local"
     model_name: str = "mtrec"
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -171,6 +177,7 @@ class PipelineConfig:
     def validate(self) -> None:
         _check(re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.name), "name", self.name,
                "must match [a-z0-9][a-z0-9-]* (Kubeflow pipeline names)")
+        _check(self.orchestrator in ORCHESTRATORS, "orchestrator", self.orchestrator, f"must be one of {ORCHESTRATORS}")
         _check(self.data.source in ("synthetic", "events", "examples"), "data.source", self.data.source,
                "must be synthetic, events or examples")
         if self.data.source != "synthetic":

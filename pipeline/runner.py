@@ -22,7 +22,7 @@ PLOT_FILE = "run_summary.png"
 
 
 class _ProgressHandler(logging.Handler):
-    """Turns LocalDagRunner's 'Component X is running/finished' log lines into progress lines."""
+    """Turns the DAG runners' 'Component X is running/finished' log lines into progress lines."""
 
     def __init__(self, emit: Callable[[str], None]):
         super().__init__(logging.INFO)
@@ -30,7 +30,7 @@ class _ProgressHandler(logging.Handler):
 
     def emit(self, record):
         message = record.getMessage()
-        if message.startswith("Component ") and message.endswith((" is running.", " is finished.")):
+        if message.startswith(("Component ", "node ")) and message.endswith((" is running.", " is finished.")):
             node = message.split()[1]
             if message.endswith("running."):
                 self._started[node] = time.time()
@@ -52,11 +52,17 @@ def synthetic_data_dir(config: PipelineConfig, work_dir: str) -> str:
     return path
 
 
+def dag_runner(orchestrator: str):
+    if orchestrator == "beam":
+        from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+        return BeamDagRunner()
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    return LocalDagRunner()
+
+
 def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Dict:
     """Runs the whole pipeline; returns (and writes to `work_dir/run_summary.json`) the run summary."""
-    from tfx import v1 as tfx
-
     work_dir = os.path.abspath(work_dir)
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
@@ -79,7 +85,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     absl_logger.propagate = False
     started = time.time()
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, paths))
+        dag_runner(config.orchestrator).run(create_pipeline(config, paths))
     finally:
         absl_logger.removeHandler(handler)
         absl.logging.set_verbosity(previous[0])

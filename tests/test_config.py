@@ -34,6 +34,7 @@ def test_yaml_overrides_and_fills_task_defaults(tmp_path):
     ("data: {source: events}\n", "data.path"),
     ("slices: [colour]\n", "slices"),
     ("features: {ids: [click]}\n", "features"),
+    ("orchestrator: airflow\n", "orchestrator"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, named):
     path = tmp_path / "config.yaml"

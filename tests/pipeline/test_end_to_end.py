@@ -178,3 +178,18 @@ def test_a_ready_csv_example_table_runs_through_tfx_example_gen(tmp_path):
     assert summary["dead_letter"] is None
     assert summary["blessed"] and summary["pushed_model"]
     assert 0.5 < summary["tasks"]["click"]["auc"] < 1 and "oracle_auc" not in summary["tasks"]["click"]
+
+
+def test_beam_dag_runner_runs_the_same_pipeline(tmp_path):
+    logs = tmp_path / "logs"
+    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=5000, days=2, seed=6))
+    raw = _config(logs, orchestrator="beam").to_dict()
+    raw["training"]["epochs"] = 2
+    for task in raw["tasks"]:
+        task["gate"] = {"bound": None, "tolerance": 1e6}
+    progress = []
+    summary = runner.run(PipelineConfig.from_dict(raw), str(tmp_path / "work"), data_dir=str(logs), progress=progress.append)
+    assert summary["blessed"] and summary["pushed_model"]
+    assert sum(summary["examples"].values()) == 5000 and summary["dead_letter"]["total"] == 0
+    finished = {line.split()[0] for line in progress if " done in " in line}
+    assert {"LogExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, progress
