@@ -1,4 +1,5 @@
-"""Runs the pipeline locally (LocalDagRunner, Beam DirectRunner) and writes `run_summary.json`."""
+"""Runs the pipeline locally (LocalDagRunner or BeamDagRunner, on Beam's DirectRunner) and writes
+`run_summary.json` and its plot."""
 from __future__ import annotations
 
 import json
