@@ -15,7 +15,6 @@ IMPRESSION = "impression"
 RESPONSES = ("click", "like", "purchase", "dwell")
 POST_CLICK = ("like", "purchase", "dwell")
 EVENT_TYPES = (IMPRESSION,) + RESPONSES
-LABELS = ("click", "like", "purchase", "dwell")
 
 REASONS = (
     "invalid_json",          # not a JSON object / not a CSV row of the header's width
@@ -179,13 +178,11 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
                 event, line = first.pop(kind)
                 refused.append(("post_click_without_click", f"{kind} on unclicked {event['impression_id']}", line))
     impression = first[IMPRESSION][0]
-    user, item = users.get(impression["user_id"]), items.get(impression["item_id"])
-    missing = ("unknown_user", impression["user_id"]) if user is None else (
-        ("unknown_item", impression["item_id"]) if item is None else None)
-    if missing:
-        return None, refused + [(missing[0], f"{missing[0].split('_')[1]} {missing[1]} not in its table", l)
-                                for _, l in first.values()]
-    day = impression["ts"] // 86_400_000
+    for reason, table, key in (("unknown_user", users, "user_id"), ("unknown_item", items, "item_id")):
+        if impression[key] not in table:
+            detail = f"{key} {impression[key]!r} is not in the {key[:-3]}s table"
+            return None, refused + [(reason, detail, line) for _, line in first.values()]
+    user, item = users[impression["user_id"]], items[impression["item_id"]]
     example = {
         "impression_id": impression["impression_id"],
         "ts": impression["ts"],
@@ -197,7 +194,7 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
         "hour": (impression["ts"] // 3_600_000) % 24,
         "age_bucket": user["age_bucket"],
         "region": user["region"],
-        "user_tenure_days": day - user["signup_day"],
+        "user_tenure_days": day_of(impression["ts"]) - user["signup_day"],
         "category": item["category"],
         "price": item["price"],
         "title": item["title"],
@@ -211,4 +208,5 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
 
 
 def day_of(ts: int) -> int:
+    """Days since the epoch (UTC) of an epoch-millisecond timestamp."""
     return ts // 86_400_000

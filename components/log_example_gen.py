@@ -196,10 +196,10 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
               | "Join" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
     dead.append(joined.dead)
 
-    last_day = beam.pvalue.AsSingleton(
-        joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"])) | "LastDay" >> beam.CombineGlobally(max).without_defaults())
-    if split == "hash":
-        last_day = 0
+    last_day = 0
+    if split == "time":
+        last_day = beam.pvalue.AsSingleton(joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
+                                           | "LastDay" >> beam.CombineGlobally(max).without_defaults())
     parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day)
     for name, part in zip(SPLITS, parts):
         (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
