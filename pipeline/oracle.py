@@ -10,6 +10,7 @@ import os
 from typing import Dict
 
 import numpy as np
+from absl import logging
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
@@ -42,7 +43,10 @@ def oracle_auc(examples_uri: str, oracle_path: str, config: PipelineConfig) -> D
     eval_split = read_split(examples_uri, "eval", config.label_keys)
     ids = eval_split["impression_id"]
     order = np.argsort(oracle["impression_id"])
-    index = order[np.searchsorted(oracle["impression_id"], ids, sorter=order)]
+    index = order[np.minimum(np.searchsorted(oracle["impression_id"], ids, sorter=order), len(order) - 1)]
+    if not np.array_equal(oracle["impression_id"][index], ids):
+        logging.warning("%s does not cover every eval impression; no oracle AUC reported", oracle_path)
+        return {}
     result = {}
     for task in tasks:
         weight = eval_split[task.given] if task.given else None

@@ -1,0 +1,43 @@
+import pytest
+import tensorflow as tf
+
+from mtrec.components.log_example_gen import to_tf_example
+from mtrec.config import PipelineConfig
+from mtrec.pipeline.oracle import oracle_auc
+
+ROWS = [  # impression_id, click, like, purchase, p_click, p_like
+    ("a", 1, 1, 0, 0.9, 0.8), ("b", 0, 0, 0, 0.2, 0.9), ("c", 1, 0, 1, 0.6, 0.3),
+    ("d", 0, 0, 0, 0.7, 0.1), ("e", 1, 1, 1, 0.4, 0.6), ("f", 0, 0, 0, 0.1, 0.5),
+]
+
+
+@pytest.fixture
+def examples_uri(tmp_path):
+    split = tmp_path / "examples" / "Split-eval"
+    split.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
+        for imp, click, like, purchase, *_ in ROWS:
+            example = {"impression_id": imp, "click": click, "like": like, "purchase": purchase, "dwell": 0.0}
+            writer.write(to_tf_example(example).SerializeToString())
+    return str(tmp_path / "examples")
+
+
+def _oracle(path, rows):
+    with open(path, "w") as f:
+        f.write("impression_id,click,like,purchase,dwell\n")
+        f.writelines(f"{r[0]},{r[4]},{r[5]},0.5,1.0\n" for r in rows)
+    return str(path)
+
+
+def test_oracle_auc_on_the_task_population(examples_uri, tmp_path):
+    result = oracle_auc(examples_uri, _oracle(tmp_path / "oracle.csv", ROWS[::-1]), PipelineConfig())
+    # click: positives a(0.9) c(0.6) e(0.4) vs negatives b(0.2) d(0.7) f(0.1): 7 of 9 pairs ordered.
+    assert result["click"] == pytest.approx(7 / 9)
+    # like is measured on clicked impressions only: positives a(0.8) e(0.6) vs negative c(0.3).
+    assert result["like"] == pytest.approx(1.0)
+    assert result["purchase"] == pytest.approx(0.5)  # constant oracle: no ranking
+
+
+def test_an_oracle_of_other_impressions_reports_nothing(examples_uri, tmp_path):
+    foreign = [("z" + r[0],) + r[1:] for r in ROWS]
+    assert oracle_auc(examples_uri, _oracle(tmp_path / "oracle.csv", foreign), PipelineConfig()) == {}
