@@ -27,6 +27,14 @@ def _config(logs, **overrides) -> PipelineConfig:
     return PipelineConfig.from_dict(raw)
 
 
+def _smoke_config(raw: dict) -> PipelineConfig:
+    """Two epochs and gates any model passes: for runs that check plumbing, not quality."""
+    raw["training"]["epochs"] = 2
+    for task in raw["tasks"]:
+        task["gate"] = {"bound": None, "tolerance": 1e6}
+    return PipelineConfig.from_dict(raw)
+
+
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     path = tmp_path_factory.mktemp("logs")
@@ -170,10 +178,7 @@ def test_a_ready_csv_example_table_runs_through_tfx_example_gen(tmp_path):
     rows = _example_table(logs, table / "examples.csv")
     raw = PipelineConfig().to_dict()
     raw["data"] = {"source": "examples", "path": str(table), "format": "csv", "split": "hash", "schema": "infer"}
-    raw["training"]["epochs"] = 2
-    for task in raw["tasks"]:
-        task["gate"] = {"bound": None, "tolerance": 1e6}
-    summary = runner.run(PipelineConfig.from_dict(raw), str(tmp_path / "work"), progress=lambda line: None)
+    summary = runner.run(_smoke_config(raw), str(tmp_path / "work"), progress=lambda line: None)
     assert sum(summary["examples"].values()) == len(rows) == 6000
     assert summary["dead_letter"] is None
     assert summary["blessed"] and summary["pushed_model"]
@@ -183,12 +188,9 @@ def test_a_ready_csv_example_table_runs_through_tfx_example_gen(tmp_path):
 def test_beam_dag_runner_runs_the_same_pipeline(tmp_path):
     logs = tmp_path / "logs"
     synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=5000, days=2, seed=6))
-    raw = _config(logs, orchestrator="beam").to_dict()
-    raw["training"]["epochs"] = 2
-    for task in raw["tasks"]:
-        task["gate"] = {"bound": None, "tolerance": 1e6}
     progress = []
-    summary = runner.run(PipelineConfig.from_dict(raw), str(tmp_path / "work"), data_dir=str(logs), progress=progress.append)
+    summary = runner.run(_smoke_config(_config(logs, orchestrator="beam").to_dict()), str(tmp_path / "work"),
+                         data_dir=str(logs), progress=progress.append)
     assert summary["blessed"] and summary["pushed_model"]
     assert sum(summary["examples"].values()) == 5000 and summary["dead_letter"]["total"] == 0
     finished = {line.split()[0] for line in progress if " done in " in line}
