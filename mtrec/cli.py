@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional
 
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from mtrec.config import ConfigError, PipelineConfig
+from mtrec.config import ARCHITECTURES, ORCHESTRATORS, ConfigError, PipelineConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--logs", help="directory of raw event logs (events*, items*, users*); default: synthetic")
     run.add_argument("--config", help="YAML config (see `mtrec config`); flags below override it")
     run.add_argument("--impressions", type=int, help="size of the generated synthetic log")
-    run.add_argument("--model", choices=["shared_bottom", "mmoe"], help="architecture")
+    run.add_argument("--model", choices=ARCHITECTURES, help="architecture")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
-    run.add_argument("--orchestrator", choices=["local", "beam"],
+    run.add_argument("--orchestrator", choices=ORCHESTRATORS,
                      help="TFX LocalDagRunner (default) or BeamDagRunner")
 
     commands.add_parser("config", help="print the default configuration as YAML")
