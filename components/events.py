@@ -12,7 +12,7 @@ import json
 from typing import Dict, Iterable, List, Optional, Tuple
 
 IMPRESSION = "impression"
-RESPONSES = ("click", "like", "purchase", "dwell")
+RESPONSES = ("click", "like", "purchase", "dwell", "rating")
 POST_CLICK = ("like", "purchase", "dwell")
 EVENT_TYPES = (IMPRESSION,) + RESPONSES
 
@@ -21,7 +21,7 @@ REASONS = (
     "missing_field",         # a required field is absent or empty
     "wrong_type",            # a field has the wrong type (ids must be strings, position an integer, ...)
     "unknown_event_type",    # `event` is not one of EVENT_TYPES
-    "bad_timestamp",         # ts is neither epoch milliseconds nor ISO-8601 within 2000..2100
+    "bad_timestamp",         # ts is neither epoch milliseconds nor ISO-8601 within 1990..2100
     "duplicate_event",       # a second event of the same type for the same impression
     "orphan_event",          # a response whose impression never arrived
     "post_click_without_click",  # like/purchase/dwell on an impression that was not clicked
@@ -30,7 +30,8 @@ REASONS = (
     "duplicate_record",      # a second row for the same id in a side table
 )
 
-_MIN_TS, _MAX_TS = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 .. 2100-01-01, epoch ms
+# 1990-01-01 .. 2100-01-01 in epoch ms: MovieLens 100K dates from 1997; epoch seconds (~1e9) stay refused.
+_MIN_TS, _MAX_TS = 631_152_000_000, 4_102_444_800_000
 
 _EVENT_FIELDS = {
     IMPRESSION: {"impression_id": str, "user_id": str, "item_id": str, "position": int, "device": str, "page": str},
@@ -38,11 +39,13 @@ _EVENT_FIELDS = {
     "like": {"impression_id": str},
     "purchase": {"impression_id": str},
     "dwell": {"impression_id": str, "dwell_ms": float},
+    "rating": {"impression_id": str, "value": float},  # an explicit rating (MovieLens), no click needed
 }
 ITEM_FIELDS = {"item_id": str, "category": str, "price": float, "title": str}
 USER_FIELDS = {"user_id": str, "age_bucket": str, "region": str, "signup_day": str}
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-CSV_EVENT_COLUMNS = ("event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "dwell_ms")
+CSV_EVENT_COLUMNS = ("event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "dwell_ms",
+                     "value")
 
 
 class BadRecord(ValueError):
@@ -119,7 +122,7 @@ def parse_timestamp(value) -> int:
     else:
         raise BadRecord("bad_timestamp", f"ts={value!r} is neither epoch ms nor ISO-8601")
     if not _MIN_TS <= ms < _MAX_TS:
-        raise BadRecord("bad_timestamp", f"ts={value!r} is outside 2000..2100")
+        raise BadRecord("bad_timestamp", f"ts={value!r} is outside 1990..2100")
     return ms
 
 
@@ -159,7 +162,8 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
       users, items: side tables keyed by id.
     Returns:
       (example or None, [(reason, detail, raw line) for every line refused]). The example carries
-      features, entire-space labels (like and purchase are 0 unless clicked; dwell in seconds) and
+      features, entire-space labels (like and purchase are 0 unless clicked; dwell in seconds; rating 0
+      when unrated) and
       `lines`, how many input lines it consumed.
     """
     events = sorted(events, key=lambda pair: (pair[0]["ts"], pair[1]))
@@ -202,6 +206,7 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
         "like": int("like" in first),
         "purchase": int("purchase" in first),
         "dwell": first["dwell"][0]["dwell_ms"] / 1000.0 if "dwell" in first else 0.0,
+        "rating": first["rating"][0]["value"] if "rating" in first else 0.0,
         "lines": len(first),
     }
     return example, refused

@@ -47,6 +47,7 @@ class LogExampleGenSpec(types.ComponentSpec):
         "split": ExecutionParameter(type=str),
         "eval_days": ExecutionParameter(type=int),
         "eval_percent": ExecutionParameter(type=int),
+        "split_seed": ExecutionParameter(type=int, optional=True),
         # Changes when the input files change, so TFX's cache never serves examples of older logs.
         "input_fingerprint": ExecutionParameter(type=str),
     }
@@ -153,14 +154,16 @@ def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def hash_split(impression_id: str, eval_percent: int) -> int:
-    bucket = int(hashlib.md5(impression_id.encode()).hexdigest()[:8], 16) % 100
+def hash_split(impression_id: str, eval_percent: int, seed: int = 0) -> int:
+    """1 (eval) for `eval_percent`% of impression ids, by hash; another `seed` draws another split."""
+    key = f"{seed}/{impression_id}" if seed else impression_id
+    bucket = int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % 100
     return 1 if bucket < eval_percent else 0
 
 
-def _split_index(example, num_partitions, split, eval_days, eval_percent, last_day):
+def _split_index(example, num_partitions, split, eval_days, eval_percent, last_day, split_seed=0):
     if split == "hash":
-        index = hash_split(example["impression_id"], eval_percent)
+        index = hash_split(example["impression_id"], eval_percent, split_seed)
     else:
         index = 1 if ev.day_of(example["ts"]) > last_day - eval_days else 0
     Metrics.counter(NAMESPACE, f"examples.{SPLITS[index]}").inc()
@@ -168,7 +171,7 @@ def _split_index(example, num_partitions, split, eval_days, eval_percent, last_d
 
 
 def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split: str, eval_days: int,
-                    eval_percent: int, examples_uri: str, dead_letter_uri: str) -> None:
+                    eval_percent: int, examples_uri: str, dead_letter_uri: str, split_seed: int = 0) -> None:
     """Adds read, parse, join, split and write steps to `p`."""
     header = {}
     if input_format == "csv":
@@ -200,7 +203,8 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
     if split == "time":
         last_day = beam.pvalue.AsSingleton(joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
                                            | "LastDay" >> beam.CombineGlobally(max).without_defaults())
-    parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day)
+    parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
+                                                split_seed)
     for name, part in zip(SPLITS, parts):
         (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
          | f"Shuffle{name}" >> beam.Reshuffle()
@@ -245,7 +249,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     Outputs: `examples` (Split-train, Split-eval; gzipped TFRecords of tf.Example) and
       `dead_letter` (refused lines and `counts.json`).
     Properties: input_base, input_format (jsonl|csv), split (time|hash), eval_days, eval_percent,
-      input_fingerprint.
+      split_seed (hash split only), input_fingerprint.
     """
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
@@ -255,7 +259,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         pipeline = self._make_beam_pipeline()
         build_ingestion(pipeline, exec_properties["input_base"], exec_properties["input_format"],
                         exec_properties["split"], exec_properties["eval_days"], exec_properties["eval_percent"],
-                        examples.uri, dead_letter.uri)
+                        examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0)
         result = pipeline.run()
         result.wait_until_finish()
         counts = summarize_counts(read_counters(result))
@@ -274,11 +278,11 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, input_format: str = "jsonl", split: str = "time", eval_days: int = 1,
-                 eval_percent: int = 20):
+                 eval_percent: int = 20, split_seed: int = 0):
         if input_format not in ("jsonl", "csv"):
             raise ValueError(f"LogExampleGen: input_format={input_format!r}; expected jsonl or csv")
         super().__init__(spec=LogExampleGenSpec(
             input_base=input_base, input_format=input_format, split=split, eval_days=eval_days,
-            eval_percent=eval_percent, input_fingerprint=input_fingerprint(input_base),
+            eval_percent=eval_percent, split_seed=split_seed, input_fingerprint=input_fingerprint(input_base),
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=DeadLetter)))

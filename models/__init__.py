@@ -1,9 +1,14 @@
-"""Keras multi-task architectures, chosen by `model.architecture` in the config."""
+"""Keras multi-task architectures, chosen by `model.architecture` in the config.
+
+Each architecture is a short `build(vocab_sizes, numeric, tasks, config)` returning a functional
+Keras model with one named output per task; `mtrec.models.multitask` trains any of them.
+"""
 from typing import Dict, List
 
-from mtrec.models import mmoe, shared_bottom
+from mtrec.models import cross_stitch, esmm, mmoe, ple, shared_bottom, two_tower
 
-ARCHITECTURES = {"shared_bottom": shared_bottom.build, "mmoe": mmoe.build}
+ARCHITECTURES = {"shared_bottom": shared_bottom.build, "mmoe": mmoe.build, "ple": ple.build, "esmm": esmm.build,
+                 "cross_stitch": cross_stitch.build, "two_tower": two_tower.build}
 
 
 def build_model(architecture: str, vocab_sizes: Dict[str, int], numeric: List[str], tasks, model_config):

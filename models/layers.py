@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
@@ -82,6 +83,8 @@ def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_di
     for name in sorted(numeric):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.float32, name=name)
         parts.append(inputs[name])
+    if len(parts) == 1:  # Concatenate of one tensor does not survive a SavedModel reload
+        return inputs, parts[0]
     return inputs, keras.layers.Concatenate(name="features")(parts)
 
 
@@ -104,3 +107,87 @@ def task_head(x, task, tower_units: Sequence[int], dropout: float = 0.0):
         x = MLP(tower_units, dropout, name=f"{task.name}_tower")(x)
     activation = "sigmoid" if task.type == "binary" else None
     return keras.layers.Dense(1, activation=activation, name=task.name)(x)
+
+
+@keras.utils.register_keras_serializable(package="mtrec")
+class ExtractionLayer(keras.layers.Layer):
+    """One level of PLE's customized gate control (Tang et al., RecSys 2020).
+
+    Each task has `task_experts` experts of its own; `shared_experts` experts serve every task.
+    Task t's gate mixes its own and the shared experts, so a task can ignore what the others
+    learn (the seesaw MMoE suffers from); with `output_shared`, a shared gate over all experts
+    feeds the next level's shared experts.
+
+    Input: a list of num_tasks + 1 tensors [batch, d] (one per task, then the shared input; at the
+    first level all the same). Output: the list of num_tasks task tensors [batch, expert_units[-1]],
+    plus the shared one when `output_shared`. With `return_gates=True`, also the gate weights.
+    """
+
+    def __init__(self, num_tasks: int, task_experts: int, shared_experts: int, expert_units: Sequence[int],
+                 output_shared: bool, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if min(num_tasks, task_experts, shared_experts) < 1:
+            raise ValueError(f"num_tasks ({num_tasks}), task_experts ({task_experts}) and shared_experts "
+                             f"({shared_experts}) must be >= 1")
+        self.num_tasks, self.task_experts, self.shared_experts = num_tasks, task_experts, shared_experts
+        self.expert_units, self.output_shared, self.dropout = list(expert_units), output_shared, dropout
+        self.task_expert_mlps = [[MLP(expert_units, dropout, name=f"task_{t}_expert_{i}") for i in range(task_experts)]
+                                 for t in range(num_tasks)]
+        self.shared_expert_mlps = [MLP(expert_units, dropout, name=f"shared_expert_{i}") for i in range(shared_experts)]
+        self.task_gates = [keras.layers.Dense(task_experts + shared_experts, activation="softmax", name=f"gate_{t}")
+                           for t in range(num_tasks)]
+        self.shared_gate = (keras.layers.Dense(num_tasks * task_experts + shared_experts, activation="softmax",
+                                               name="shared_gate") if output_shared else None)
+
+    def call(self, inputs, training=None, return_gates=False):
+        *task_inputs, shared_input = inputs
+        shared = [e(shared_input, training=training) for e in self.shared_expert_mlps]
+        own = [[e(x, training=training) for e in experts] for x, experts in zip(task_inputs, self.task_expert_mlps)]
+        outputs, gates = [], []
+        for x, experts, gate in zip(task_inputs, own, self.task_gates):
+            weights = gate(x)
+            outputs.append(tf.einsum("be,beu->bu", weights, tf.stack(experts + shared, axis=1)))
+            gates.append(weights)
+        if self.output_shared:
+            weights = self.shared_gate(shared_input)
+            every = [e for experts in own for e in experts] + shared
+            outputs.append(tf.einsum("be,beu->bu", weights, tf.stack(every, axis=1)))
+            gates.append(weights)
+        return (outputs, gates) if return_gates else outputs
+
+    def get_config(self):
+        return {**super().get_config(), "num_tasks": self.num_tasks, "task_experts": self.task_experts,
+                "shared_experts": self.shared_experts, "expert_units": self.expert_units,
+                "output_shared": self.output_shared, "dropout": self.dropout}
+
+
+@keras.utils.register_keras_serializable(package="mtrec")
+class CrossStitch(keras.layers.Layer):
+    """Cross-stitch unit (Misra et al., CVPR 2016): each task's column continues from a learned
+    linear mix of every column, so the network learns how much to share at each depth.
+
+    Input and output: a list of num_tasks tensors [batch, d]. out_i = sum_j alpha[i, j] * x_j, with
+    alpha starting at `self_weight` on the diagonal and the rest split evenly off it.
+    """
+
+    def __init__(self, self_weight: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= self_weight <= 1.0:
+            raise ValueError(f"self_weight must be in [0, 1], got {self_weight}")
+        self.self_weight = self_weight
+
+    def build(self, input_shape):
+        n = len(input_shape)
+        other = (1.0 - self.self_weight) / (n - 1) if n > 1 else 0.0
+        start = np.full((n, n), other, dtype="float32")
+        np.fill_diagonal(start, self.self_weight if n > 1 else 1.0)
+        self.alpha = self.add_weight(name="alpha", shape=(n, n), initializer=keras.initializers.Constant(start))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        stacked = tf.stack(inputs, axis=1)  # [b, T, d]
+        mixed = tf.einsum("ij,bjd->bid", self.alpha, stacked)
+        return tf.unstack(mixed, num=len(inputs), axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "self_weight": self.self_weight}

@@ -17,8 +17,13 @@ import yaml
 
 BINARY = "binary"
 REGRESSION = "regression"
-ARCHITECTURES = ("shared_bottom", "mmoe")
+RETRIEVAL = "retrieval"
+TASK_TYPES = (BINARY, REGRESSION, RETRIEVAL)
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm", "cross_stitch", "two_tower")
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "dwa")
 ORCHESTRATORS = ("local", "beam")
+SOURCES = ("synthetic", "events", "examples", "movielens-100k")
+GATE_BASELINES = ("latest_blessed", "single_task")
 
 
 class ConfigError(ValueError):
@@ -44,8 +49,10 @@ class TaskConfig:
 
     Args:
       name: output name of the model and of the serving signatures.
-      type: `binary` (sigmoid, log loss, gated on AUC) or `regression` (linear, gated on RMSE).
-      label: example feature holding the label; defaults to `name`.
+      type: `binary` (sigmoid, log loss, gated on AUC), `regression` (linear, gated on RMSE) or
+        `retrieval` (two-tower only: in-batch softmax over items, TFRS Retrieval; positives are the
+        examples whose `given` label is set, or all examples; measured by top-K accuracy).
+      label: example feature holding the label; defaults to `name` (unused by retrieval).
       given: binary label this task is conditional on (like given click). Its value is the task's
         example weight, in training loss and in evaluation, so the task stays well defined while
         every impression stays in the data (what entire-space models such as ESMM train on).
@@ -63,7 +70,8 @@ class TaskConfig:
 
     def __post_init__(self):
         self.label = self.label or self.name
-        self.loss = self.loss or ("binary_crossentropy" if self.type == BINARY else "huber")
+        default_loss = {BINARY: "binary_crossentropy", REGRESSION: "huber", RETRIEVAL: "categorical_crossentropy"}
+        self.loss = self.loss or default_loss.get(self.type, "")
 
     @property
     def gate_metric(self) -> str:
@@ -97,10 +105,12 @@ class DataConfig:
 
     Args:
       source: `synthetic` (generated into the work dir), `events` (raw logs to join: events,
-        items and users files in `path`) or `examples` (a ready table with label columns).
-      path: directory of the logs or of the example files.
+        items and users files in `path`), `examples` (a ready table with label columns) or
+        `movielens-100k` (u.data, u.user, u.item in `path`, turned into an event log).
+      path: directory of the logs, of the example files or of MovieLens.
       format: events: jsonl or csv (optionally .gz); examples: csv, parquet or tfrecord.
-      split: `time` (the last `eval_days` days are the eval split) or `hash` (by impression id).
+      split: `time` (the last `eval_days` days are the eval split) or `hash` (`eval_percent` of
+        impression ids, drawn by hashing them with `split_seed`).
       schema: schema.pbtxt to validate against; `infer` lets SchemaGen infer one.
     """
 
@@ -110,6 +120,7 @@ class DataConfig:
     split: str = "time"
     eval_days: int = 1
     eval_percent: int = 20
+    split_seed: int = 0
     schema: str = "default"
     impressions: int = 200_000
     days: int = 7
@@ -118,7 +129,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture and sizes; see `mtrec.models`."""
+    """Architecture, sizes and task-loss weighting; see `mtrec.models`.
+
+    Args:
+      num_experts: MMoE experts; PLE's shared experts per level.
+      task_experts, levels: PLE's task-specific experts per task and level, and its CGC levels.
+      stitch_self_weight: cross-stitch units start as this much of a task's own column and the
+        rest shared equally among the other columns.
+      query_features: two-tower: features of the user (query) tower; all others form the item tower.
+      weighting: how task losses combine (`fixed` uses the task weights); see `mtrec.models.weighting`.
+      gradnorm_alpha: GradNorm's restoring force; 0 pulls to equal gradient norms.
+      dwa_temperature: DWA's softmax temperature.
+    """
 
     architecture: str = "mmoe"
     embedding_dim: int = 16
@@ -127,8 +149,15 @@ class ModelConfig:
     bottom_units: List[int] = field(default_factory=lambda: [128, 64])
     num_experts: int = 4
     expert_units: List[int] = field(default_factory=lambda: [64])
+    task_experts: int = 1
+    levels: int = 2
+    stitch_self_weight: float = 0.9
     tower_units: List[int] = field(default_factory=lambda: [32])
+    query_features: List[str] = field(default_factory=lambda: ["user_id", "age_bucket", "region", "user_tenure_days"])
     dropout: float = 0.0
+    weighting: str = "fixed"
+    gradnorm_alpha: float = 1.5
+    dwa_temperature: float = 2.0
 
 
 @dataclass
@@ -158,6 +187,9 @@ class PipelineConfig:
 
     `orchestrator` runs the pipeline locally with TFX's LocalDagRunner (`local`, one process) or
     BeamDagRunner (`beam`, each component a step of a Beam pipeline).
+    `baselines` also trains one single-task model per task on the same splits and compares each
+    task with it; `gate_against` is what the Evaluator's change thresholds compare with: the
+    latest blessed model, or those single-task baselines.
     """
 
     name: str = "mtrec"
@@ -169,6 +201,8 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     slices: List[str] = field(default_factory=lambda: ["device", "category"])
+    baselines: bool = False
+    gate_against: str = "latest_blessed"
     beam_args: List[str] = field(default_factory=lambda: ["--direct_running_mode=in_memory"])
 
     def __post_init__(self):
@@ -178,11 +212,11 @@ class PipelineConfig:
         _check(re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.name), "name", self.name,
                "must match [a-z0-9][a-z0-9-]* (Kubeflow pipeline names)")
         _check(self.orchestrator in ORCHESTRATORS, "orchestrator", self.orchestrator, f"must be one of {ORCHESTRATORS}")
-        _check(self.data.source in ("synthetic", "events", "examples"), "data.source", self.data.source,
-               "must be synthetic, events or examples")
+        _check(self.data.source in SOURCES, "data.source", self.data.source, f"must be one of {SOURCES}")
         if self.data.source != "synthetic":
             _check(self.data.path, "data.path", self.data.path, f"is required for source {self.data.source}")
-        formats = {"synthetic": ("jsonl",), "events": ("jsonl", "csv"), "examples": ("csv", "parquet", "tfrecord")}
+        formats = {"synthetic": ("jsonl",), "events": ("jsonl", "csv"), "examples": ("csv", "parquet", "tfrecord"),
+                   "movielens-100k": ("jsonl",)}
         _check(self.data.format in formats[self.data.source], "data.format", self.data.format,
                f"must be one of {formats[self.data.source]} for source {self.data.source}")
         _check(self.data.split in ("time", "hash"), "data.split", self.data.split, "must be time or hash")
@@ -191,19 +225,40 @@ class PipelineConfig:
         _check(0 < self.data.eval_percent < 100, "data.eval_percent", self.data.eval_percent, "must be in 1..99")
         _check(self.data.eval_days >= 1, "data.eval_days", self.data.eval_days, "must be >= 1")
         _check(self.data.impressions >= 100, "data.impressions", self.data.impressions, "must be >= 100")
-        _check(self.model.architecture in ARCHITECTURES, "model.architecture", self.model.architecture,
+        model = self.model
+        _check(model.architecture in ARCHITECTURES, "model.architecture", model.architecture,
                f"must be one of {ARCHITECTURES}")
+        _check(model.weighting in WEIGHTINGS, "model.weighting", model.weighting, f"must be one of {WEIGHTINGS}")
+        _check(model.num_experts >= 1 and model.task_experts >= 1 and model.levels >= 1,
+               "model", (model.num_experts, model.task_experts, model.levels),
+               "num_experts, task_experts and levels must be >= 1")
+        _check(0.0 <= model.stitch_self_weight <= 1.0, "model.stitch_self_weight", model.stitch_self_weight,
+               "must be in [0, 1]")
+        _check(self.gate_against in GATE_BASELINES, "gate_against", self.gate_against, f"must be one of {GATE_BASELINES}")
+        _check(self.gate_against != "single_task" or self.baselines, "gate_against", self.gate_against,
+               "needs baselines: true (the single-task models are what it compares with)")
         _check(self.tasks, "tasks", self.tasks, "needs at least one task")
         names = [t.name for t in self.tasks]
         _check(len(set(names)) == len(names), "tasks", names, "task names must be unique")
-        labels = {t.label for t in self.tasks}
+        labels = {t.label for t in self.tasks if t.type != RETRIEVAL}
         for i, task in enumerate(self.tasks):
             _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", task.name), f"tasks[{i}].name", task.name,
                    "must be an identifier (it names a model output)")
-            _check(task.type in (BINARY, REGRESSION), f"tasks[{i}].type", task.type, "must be binary or regression")
+            _check(task.type in TASK_TYPES, f"tasks[{i}].type", task.type, f"must be one of {TASK_TYPES}")
+            _check(task.type != RETRIEVAL or model.architecture == "two_tower", f"tasks[{i}].type", task.type,
+                   "retrieval needs model.architecture two_tower")
             _check(task.weight >= 0, f"tasks[{i}].weight", task.weight, "must be >= 0")
             _check(task.given is None or task.given in labels, f"tasks[{i}].given", task.given,
                    f"must be the label of another task, one of {sorted(labels)}")
+        binary_labels = {t.label for t in self.tasks if t.type == BINARY}
+        _check(model.architecture != "esmm" or any(t.type == BINARY and t.given in binary_labels for t in self.tasks),
+               "model.architecture", "esmm", "needs a binary task conditional on another binary task's label "
+               "(purchase given click)")
+        if model.architecture == "two_tower":
+            unknown = set(model.query_features) - set(self.features.names)
+            _check(not unknown, "model.query_features", sorted(unknown), "must be features")
+            _check(set(self.features.names) - set(model.query_features), "model.query_features",
+                   model.query_features, "leaves no feature for the item tower")
         overlap = set(self.features.names) & labels
         _check(not overlap, "features", sorted(overlap), "labels cannot be model inputs")
         for name in self.slices:
@@ -211,7 +266,13 @@ class PipelineConfig:
 
     @property
     def label_keys(self) -> List[str]:
-        return sorted({t.label for t in self.tasks} | {t.given for t in self.tasks if t.given})
+        labels = {t.label for t in self.tasks if t.type != RETRIEVAL}
+        return sorted(labels | {t.given for t in self.tasks if t.given})
+
+    @property
+    def evaluated_tasks(self) -> List[TaskConfig]:
+        """Tasks TFMA evaluates per example; retrieval is measured over the whole catalogue instead."""
+        return [t for t in self.tasks if t.type != RETRIEVAL]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -226,6 +287,12 @@ class PipelineConfig:
         return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": [],
                            "model": dataclasses.asdict(self.model), "training": dataclasses.asdict(self.training)},
                           sort_keys=True)
+
+    def transform_json(self) -> str:
+        """Only what Transform reads (features and label keys): a new architecture, weighting or
+        task weight then reuses the cached Transform run."""
+        tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given} for t in self.tasks]
+        return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": []}, sort_keys=True)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -75,7 +75,8 @@ def create_components(config: PipelineConfig, paths: PipelinePaths) -> List:
                                                 schema=schema.outputs["schema"])
     gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
-                                         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+                                         preprocessing_fn=PREPROCESSING_FN,
+                                         custom_config={"config": config.transform_json()})
     transform.add_upstream_node(gate)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],

@@ -1,32 +1,47 @@
 """Trainer's run_fn: trains the configured multi-task model and exports it for TF Serving and TFMA.
 
-Passed to the Trainer by import path (`mtrec.pipeline.training.run_fn`) with the pipeline config as
-`custom_config`. Conditional tasks (`given`) train with that label as their sample weight, so
-like-given-click learns only from clicks while every impression stays in the batch.
+Passed to the Trainer by import path (`mtrec.pipeline.training.run_fn`) with the training part of
+the pipeline config as `custom_config`. With `single_task: true` in custom_config (the baselines
+Trainer) it trains one model per task instead and exports them side by side as one model, so TFMA
+compares them with the multi-task model in a single pass.
 
-Exported signatures, both returning {task name: [batch, 1]}:
+Exported signatures, returning {task name: [batch, 1]} (plus embeddings for two-tower models):
   serving_default: serialized tf.Example (`examples`) -> parsed -> Transform graph -> model.
-  serving_raw: one [batch] tensor per raw feature -> Transform graph -> model.
+  serving_raw: one [batch] tensor per raw feature -> Transform graph -> model (rank candidates).
+  retrieve (two-tower models): raw query features -> top-100 `item_ids` and `scores` per query.
+
+Beside the model, `model_run` holds TensorBoard logs, `training.json` (per-epoch metrics and task
+weights) and, for retrieval tasks, `retrieval.json` (top-K accuracy over every item).
 """
 from __future__ import annotations
 
-from typing import Dict
+import dataclasses
+import json
+import os
+from typing import Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
 from tfx_bsl.public import tfxio
 
-from mtrec.config import BINARY, PipelineConfig
-from mtrec.models import build_model
+from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
+from mtrec.models.multitask import WeightingCallback, build_multitask_model
+from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
 from mtrec.pipeline.preprocessing import bucket_name
 
 SERVING_DEFAULT = "serving_default"
 SERVING_RAW = "serving_raw"
+RETRIEVE = "retrieve"
+TOP_K = (1, 10, 50, 100)
+TRAINING_LOG = "training.json"
+RETRIEVAL_LOG = "retrieval.json"
 
 
-def _vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> Dict[str, int]:
+def vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> Dict[str, int]:
     features = config.features
     sizes = {name: tft_output.vocabulary_size_by_name(name) + features.oov_buckets
              for name in features.ids + features.categorical}
@@ -34,42 +49,111 @@ def _vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> D
     return sizes
 
 
-def _dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool) -> tf.data.Dataset:
-    """(transformed features, {task: label}, {task: sample weight}) batches, one pass over `files`."""
-    dataset = data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size, num_epochs=1, shuffle=shuffle,
-                                              shuffle_seed=config.training.seed),
+def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
+            epochs: Optional[int] = 1) -> tf.data.Dataset:
+    """(transformed features, {label name: label}) batches."""
+    data = data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size, num_epochs=epochs,
+                                              shuffle=shuffle, shuffle_seed=config.training.seed),
         tft_output.transformed_metadata.schema)
     labels = set(config.label_keys)
-
-    def split(batch):
-        features = {k: v for k, v in batch.items() if k not in labels}
-        targets = {t.name: batch[t.label] for t in config.tasks}
-        weights = {t.name: batch[t.given] if t.given else tf.ones_like(batch[t.label]) for t in config.tasks}
-        return features, targets, weights
-
-    return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    split = lambda batch: ({k: v for k, v in batch.items() if k not in labels},  # noqa: E731
+                           {k: v for k, v in batch.items() if k in labels})
+    return data.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def build_compiled_model(config: PipelineConfig, vocab_sizes: Dict[str, int]) -> keras.Model:
-    model = build_model(config.model.architecture, vocab_sizes, config.features.numeric, config.tasks, config.model)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.training.learning_rate),
-        loss={t.name: t.loss for t in config.tasks},
-        loss_weights={t.name: t.weight for t in config.tasks},
-        weighted_metrics={t.name: [keras.metrics.AUC(name="auc")] if t.type == BINARY
-                          else [keras.metrics.RootMeanSquaredError(name="rmse")] for t in config.tasks})
-    return model
+def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
+    """The baseline for `task`: same features and training, one task, no sharing to gain or lose
+    from (a shared-bottom network; two-tower models keep their towers)."""
+    architecture = "two_tower" if config.model.architecture == "two_tower" else "shared_bottom"
+    model = dataclasses.replace(config.model, architecture=architecture, weighting="fixed")
+    return dataclasses.replace(config, tasks=[dataclasses.replace(task, weight=1.0)], model=model)
 
 
-def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, config: PipelineConfig,
-                         export_dir: str) -> None:
-    """Saves `model` with the Transform graph and both serving signatures."""
-    model.tft_layer = tft_output.transform_features_layer()
+# --- retrieval -----------------------------------------------------------------------------------
+
+def _item_features(network: keras.Model):
+    return list(network.get_layer(ITEM_TOWER).input_names)
+
+
+def item_table(data: tf.data.Dataset, names) -> Dict[str, np.ndarray]:
+    """One row per item id seen in `data`, with its item-tower features: the retrieval candidates."""
+    seen: Dict[int, Dict] = {}
+    for features, _ in data.as_numpy_iterator():
+        for row, item in enumerate(features["item_id"][:, 0]):
+            if item not in seen:
+                seen[item] = {name: features[name][row] for name in names}
+    order = sorted(seen)
+    return {name: np.stack([seen[i][name] for i in order]) for name in names}
+
+
+def item_frequencies(data: tf.data.Dataset, num_items: int) -> np.ndarray:
+    """Share of training examples per item id: the in-batch sampling probability TFRS corrects for."""
+    counts = np.zeros(num_items)
+    for features, _ in data.as_numpy_iterator():
+        np.add.at(counts, features["item_id"][:, 0], 1)
+    return counts / max(counts.sum(), 1)
+
+
+def retrieval_metrics(network: keras.Model, data: tf.data.Dataset, items: Dict[str, np.ndarray],
+                      task: TaskConfig) -> Dict[str, float]:
+    """Top-K categorical accuracy over every item (TFRS FactorizedTopK), positives weighted by
+    the task's `given` label when it has one."""
+    query_tower, item_tower = network.get_layer(QUERY_TOWER), network.get_layer(ITEM_TOWER)
+    index = tfrs.layers.factorized_top_k.BruteForce(k=max(TOP_K))
+    index.index(item_tower(items, training=False))
+    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=TOP_K)
+    for features, labels in data:
+        query = query_tower({n: features[n] for n in query_tower.input_names}, training=False)
+        true = item_tower({n: features[n] for n in item_tower.input_names}, training=False)
+        weight = tf.reshape(labels[task.given], [-1]) if task.given else None
+        metric.update_state(query, true, sample_weight=weight)
+    return {f"top_{k}": float(v.numpy()) for k, v in zip(TOP_K, metric.result())}
+
+
+# --- training and export -------------------------------------------------------------------------
+
+def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
+          item_probability: Optional[np.ndarray] = None) -> Tuple[keras.Model, Dict]:
+    """Fits the configured model; returns the network and {epoch metrics, task weights per epoch}."""
+    keras.utils.set_random_seed(config.training.seed)
+    model = build_multitask_model(config, sizes, item_probability)
+    weights = WeightingCallback(model.weighting)
+    callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    logging.info("Training %s (%s weighting) on tasks %s", config.model.architecture, config.model.weighting,
+                 [t.name for t in config.tasks])
+    history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=2,
+                        callbacks=callbacks)
+    return model.network, {"architecture": config.model.architecture, "weighting": config.model.weighting,
+                           "epochs": len(history.epoch), "task_weights": weights.history,
+                           "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
+
+
+def side_by_side(networks: Dict[str, keras.Model]) -> keras.Model:
+    """One model whose output `task` comes from `networks[task]`, for exporting single-task models."""
+    inputs = {}
+    for network in networks.values():
+        for tensor in network.inputs:
+            name = tensor.name.split(":")[0]
+            inputs.setdefault(name, keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name))
+    outputs = {}
+    for task, network in networks.items():
+        own = network({n.name.split(":")[0]: inputs[n.name.split(":")[0]] for n in network.inputs})
+        if task in own:
+            outputs[task] = keras.layers.Identity(name=task)(own[task])
+    return keras.Model(inputs, outputs, name="single_task_models")
+
+
+def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput, config: PipelineConfig,
+                         export_dir: str, items: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """Saves `network` with the Transform graph and the serving signatures (see module docstring)."""
+    network.tft_layer = tft_output.transform_features_layer()
     raw_spec = {name: spec for name, spec in tft_output.raw_feature_spec().items() if name in config.features.names}
 
     def predict(raw_features):
-        return model(model.tft_layer(raw_features))
+        return network(network.tft_layer(raw_features))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized):
@@ -79,22 +163,69 @@ def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, 
     def serve_raw(features):
         return predict({name: tf.reshape(value, [-1, 1]) for name, value in features.items()})
 
-    model.save(export_dir, save_format="tf", signatures={
-        SERVING_DEFAULT: serve_examples.get_concrete_function(),
-        SERVING_RAW: serve_raw.get_concrete_function(),
-    })
+    signatures = {SERVING_DEFAULT: serve_examples.get_concrete_function(),
+                  SERVING_RAW: serve_raw.get_concrete_function()}
+    if items is not None:
+        signatures[RETRIEVE] = _retrieve_signature(network, tft_output, config, raw_spec, items)
+    network.save(export_dir, save_format="tf", signatures=signatures)
+
+
+def _retrieve_signature(network, tft_output, config, raw_spec, items):
+    """Top-K raw item ids and scores for raw query features, over every known item."""
+    query_tower, item_tower = network.get_layer(QUERY_TOWER), network.get_layer(ITEM_TOWER)
+    vocabulary = tft_output.vocabulary_by_name("item_id")
+    known = items["item_id"][:, 0] < len(vocabulary)  # OOV buckets have no raw id to return
+    candidates = {name: values[known] for name, values in items.items()}
+    network.retrieval_index = tfrs.layers.factorized_top_k.BruteForce(k=max(TOP_K))
+    network.retrieval_index.index(item_tower(candidates, training=False),
+                                  identifiers=tf.constant([vocabulary[i] for i in candidates["item_id"][:, 0]]))
+    query_spec = {n: s for n, s in raw_spec.items() if n in config.model.query_features}
+
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in query_spec.items()}])
+    def retrieve(features):
+        batch = tf.shape(next(iter(features.values())))[0]
+        raw = {name: tf.reshape(features[name], [-1, 1]) if name in features
+               else tf.fill([batch, 1], tf.constant("" if spec.dtype == tf.string else 0, spec.dtype))
+               for name, spec in raw_spec.items()}  # item-side inputs are unused by the query tower
+        transformed = network.tft_layer(raw)
+        query = query_tower({n: transformed[n] for n in query_tower.input_names})
+        scores, item_ids = network.retrieval_index(query)
+        return {"scores": scores, "item_ids": item_ids}
+
+    return retrieve.get_concrete_function()
+
+
+def _write_json(directory: str, name: str, value) -> None:
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(os.path.join(directory, name), "w") as f:
+        f.write(json.dumps(value, indent=1))
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     config = PipelineConfig.from_json(fn_args.custom_config["config"])
-    keras.utils.set_random_seed(config.training.seed)
+    single_task = bool(fn_args.custom_config.get("single_task"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = _dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, shuffle=True)
-    evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config, shuffle=False)
-    model = build_compiled_model(config, _vocab_sizes(config, tft_output))
-    logging.info("Training %s on tasks %s", config.model.architecture, [t.name for t in config.tasks])
-    model.fit(train, validation_data=evaluation, epochs=config.training.epochs, verbose=2, callbacks=[
-        keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")])
-    export_serving_model(model, tft_output, config, fn_args.serving_model_dir)
+    make = lambda files, shuffle: dataset(files, fn_args.data_accessor, tft_output, config, shuffle)  # noqa: E731
+    train_data, eval_data = make(fn_args.train_files, True), make(fn_args.eval_files, False)
+    sizes = vocab_sizes(config, tft_output)
+    retrieval = [t for t in config.tasks if t.type == RETRIEVAL]
+    probability = item_frequencies(train_data, sizes["item_id"]) if retrieval else None
+
+    runs = ({t.name: single_task_config(config, t) for t in config.tasks} if single_task else {"": config})
+    networks, logs, retrieval_logs = {}, {}, {}
+    for name, run_config in runs.items():
+        log_dir = os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir
+        networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability)
+    items = item_table(train_data.concatenate(eval_data), _item_features(next(iter(networks.values())))) \
+        if retrieval else None
+    for task in retrieval:
+        retrieval_logs[task.name] = retrieval_metrics(networks[task.name if single_task else ""], eval_data, items, task)
+        logging.info("Retrieval %s on the eval split: %s", task.name, retrieval_logs[task.name])
+    _write_json(fn_args.model_run_dir, TRAINING_LOG, logs if single_task else logs[""])
+    if retrieval:
+        _write_json(fn_args.model_run_dir, RETRIEVAL_LOG, retrieval_logs)
+    if single_task:
+        export_serving_model(side_by_side(networks), tft_output, config, fn_args.serving_model_dir)
+    else:
+        export_serving_model(networks[""], tft_output, config, fn_args.serving_model_dir, items)

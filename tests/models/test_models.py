@@ -5,7 +5,7 @@ import tf_keras as keras
 
 from mtrec.config import ModelConfig, PipelineConfig
 from mtrec.models import ARCHITECTURES, build_model
-from mtrec.models.layers import MLP, MixtureOfExperts
+from mtrec.models.layers import MLP, CrossStitch, ExtractionLayer, MixtureOfExperts
 
 VOCABS = {"user_id": 50, "item_id": 30, "device": 5}
 NUMERIC = ["price"]
@@ -19,12 +19,20 @@ def _batch(n=8):
     return features
 
 
+EXTRA_OUTPUTS = {"esmm": ["like_ctcvr", "purchase_ctcvr"], "two_tower": ["item_embedding", "query_embedding"]}
+
+
+def _config(architecture):
+    return ModelConfig(architecture=architecture, query_features=["user_id"])
+
+
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_one_named_output_per_task_with_the_right_range(architecture):
-    model = build_model(architecture, VOCABS, NUMERIC, TASKS, ModelConfig(architecture=architecture))
+    model = build_model(architecture, VOCABS, NUMERIC, TASKS, _config(architecture))
     outputs = model(_batch())
-    assert sorted(outputs) == sorted(t.name for t in TASKS)
-    assert sorted(model.output_names) == sorted(t.name for t in TASKS)
+    expected = sorted([t.name for t in TASKS] + EXTRA_OUTPUTS.get(architecture, []))
+    assert sorted(outputs) == expected
+    assert sorted(model.output_names) == expected
     for task in TASKS:
         assert outputs[task.name].shape == (8, 1)
         if task.type == "binary":
@@ -33,7 +41,7 @@ def test_one_named_output_per_task_with_the_right_range(architecture):
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 def test_saved_model_round_trip_gives_the_same_outputs(architecture, tmp_path):
-    model = build_model(architecture, VOCABS, NUMERIC, TASKS, ModelConfig(architecture=architecture))
+    model = build_model(architecture, VOCABS, NUMERIC, TASKS, _config(architecture))
     batch = _batch()
     expected = model(batch)
     model.save(str(tmp_path / "model"), save_format="tf")
@@ -54,7 +62,8 @@ def test_mmoe_gates_are_distributions_and_mix_the_experts():
     np.testing.assert_allclose(mixed[1].numpy(), np.einsum("be,beu->bu", gates[1].numpy(), experts), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer", [MLP([8, 4], dropout=0.1), MixtureOfExperts(3, [4], 2, dropout=0.1)])
+@pytest.mark.parametrize("layer", [MLP([8, 4], dropout=0.1), MixtureOfExperts(3, [4], 2, dropout=0.1),
+                                   ExtractionLayer(3, 2, 1, [4], output_shared=True), CrossStitch(0.7)])
 def test_layers_round_trip_their_config(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)

@@ -1,0 +1,180 @@
+"""Trains any architecture on its tasks: one objective per task, combined by a weighting scheme.
+
+`MultiTaskModel` wraps an architecture's functional network. Batches are (features, labels) with
+`labels` keyed by label name; each task's objective turns them into its loss:
+
+  pointwise    binary/regression output against its label; a conditional task (`given`) is
+               weighted by that label, so like-given-click learns from clicked impressions only.
+  entire space ESMM's post-click tasks: `<task>_ctcvr` (pCTR x pCVR) against label x given label,
+               on every impression.
+  retrieval    TFRS in-batch softmax over the query and item embeddings, with the sampling
+               probability correction when item frequencies are known.
+
+The reported `loss` is the sum of task losses with the config's weights, comparable across epochs
+whatever the weighting, so early stopping watches `val_loss`; `<task>_weight` is the weight the
+scheme applied. Only the network is exported: the wrapper exists for training.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from mtrec.config import BINARY, REGRESSION, RETRIEVAL, PipelineConfig, TaskConfig
+from mtrec.models import build_model
+from mtrec.models.esmm import CTCVR_SUFFIX, entire_space_tasks
+from mtrec.models.two_tower import ITEM_EMBEDDING, QUERY_EMBEDDING
+from mtrec.models.weighting import Weighting, make_weighting
+
+_NONE = keras.losses.Reduction.NONE
+
+
+def _average(per_example: tf.Tensor) -> tf.Tensor:
+    """Mean over the global batch, so gradients add up correctly across replicas."""
+    return tf.nn.compute_average_loss(tf.reshape(per_example, [-1]))
+
+
+class PointwiseObjective:
+    def __init__(self, task: TaskConfig, output: Optional[str] = None, entire_space: bool = False):
+        self.task, self.output, self.entire_space = task, output or task.name, entire_space
+        self.loss_fn = keras.losses.get(task.loss)  # per-example: loss functions reduce only the last axis
+        if isinstance(self.loss_fn, keras.losses.Loss):
+            self.loss_fn.reduction = _NONE
+
+    def __call__(self, features, labels, outputs) -> tf.Tensor:
+        label = labels[self.task.label]
+        if self.entire_space:
+            label, weight = label * labels[self.task.given], tf.ones_like(label)
+        else:
+            weight = labels[self.task.given] if self.task.given else tf.ones_like(label)
+        return _average(self.loss_fn(label, outputs[self.output]) * tf.reshape(weight, [-1]))
+
+
+class RetrievalObjective:
+    def __init__(self, task: TaskConfig, item_probability: Optional[np.ndarray] = None, item_key: str = "item_id"):
+        self.task, self.item_key = task, item_key
+        self.retrieval = tfrs.tasks.Retrieval(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=_NONE),
+            remove_accidental_hits=True)
+        self.item_probability = None if item_probability is None else tf.constant(item_probability, tf.float32)
+
+    def __call__(self, features, labels, outputs) -> tf.Tensor:
+        items = tf.reshape(features[self.item_key], [-1])
+        probability = None if self.item_probability is None else tf.gather(self.item_probability, items)
+        weight = tf.reshape(labels[self.task.given], [-1]) if self.task.given else None
+        per_example = self.retrieval(outputs[QUERY_EMBEDDING], outputs[ITEM_EMBEDDING], sample_weight=weight,
+                                     candidate_sampling_probability=probability, candidate_ids=items,
+                                     compute_metrics=False)
+        return _average(per_example)
+
+
+def objectives_for(config: PipelineConfig, item_probability: Optional[np.ndarray] = None) -> list:
+    chained = entire_space_tasks(config.tasks) if config.model.architecture == "esmm" else {}
+    objectives = []
+    for task in config.tasks:
+        if task.type == RETRIEVAL:
+            objectives.append(RetrievalObjective(task, item_probability))
+        elif task.name in chained:
+            objectives.append(PointwiseObjective(task, task.name + CTCVR_SUFFIX, entire_space=True))
+        else:
+            objectives.append(PointwiseObjective(task))
+    return objectives
+
+
+def shared_variables(network: keras.Model) -> List[tf.Variable]:
+    """The last layer every task depends on, where GradNorm measures gradient norms: the shared
+    bottom's last Dense, else the last DCN cross layer, else the feature embeddings."""
+    names = [layer.name for layer in network.layers]
+    if "shared_bottom" in names:
+        return network.get_layer("shared_bottom")._layers[-1].trainable_variables
+    crosses = sorted(n for n in names if n.startswith("cross_") and n[6:].isdigit())
+    if crosses:
+        return network.get_layer(crosses[-1]).trainable_variables
+    return [v for layer in network.layers if layer.name.endswith("_embedding") for v in layer.trainable_variables]
+
+
+class MultiTaskModel(keras.Model):
+    """Custom train/test steps over per-task objectives; see the module docstring."""
+
+    def __init__(self, network: keras.Model, tasks: Sequence[TaskConfig], objectives: list, weighting: Weighting,
+                 **kwargs):
+        super().__init__(name=f"{network.name}_trainer", **kwargs)
+        self.network, self.tasks, self.objectives, self.weighting = network, list(tasks), objectives, weighting
+        self.shared = shared_variables(network) if weighting.needs_task_gradients else []
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_losses = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
+        self.task_metrics = {}
+        for t in self.tasks:
+            if t.type == BINARY:
+                self.task_metrics[t.name] = keras.metrics.AUC(name=f"{t.name}_auc")
+            elif t.type == REGRESSION:
+                self.task_metrics[t.name] = keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse")
+
+    def call(self, features, training=None):
+        return self.network(features, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.task_losses.values(), *self.task_metrics.values()]
+
+    def compute_task_losses(self, features, labels, outputs) -> Dict[str, tf.Tensor]:
+        return {t.name: objective(features, labels, outputs) for t, objective in zip(self.tasks, self.objectives)}
+
+    def _update_metrics(self, labels, outputs, losses):
+        self.loss_tracker.update_state(tf.add_n([t.weight * losses[t.name] for t in self.tasks]))
+        for t in self.tasks:
+            self.task_losses[t.name].update_state(losses[t.name])
+            if t.name in self.task_metrics:
+                weight = labels[t.given] if t.given else None
+                self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name], sample_weight=weight)
+
+    def train_step(self, data):
+        features, labels = data
+        variables = self.network.trainable_variables + self.weighting.learned_variables
+        with tf.GradientTape(persistent=self.weighting.needs_task_gradients) as tape:
+            outputs = self.network(features, training=True)
+            losses = self.compute_task_losses(features, labels, outputs)
+            objective = self.weighting.objective(losses)
+            if self.network.losses:
+                objective += tf.add_n(self.network.losses)
+        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
+        self.weighting.after_step(losses, tape, self.shared)
+        del tape
+        self._update_metrics(labels, outputs, losses)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs.update({f"{name}_weight": w for name, w in self.weighting.weights().items()})
+        return logs
+
+    def test_step(self, data):
+        features, labels = data
+        outputs = self.network(features, training=False)
+        self._update_metrics(labels, outputs, self.compute_task_losses(features, labels, outputs))
+        return {m.name: m.result() for m in self.metrics}
+
+
+class WeightingCallback(keras.callbacks.Callback):
+    """Feeds each epoch's mean task losses to the weighting scheme (DWA) and keeps the weights
+    applied in every epoch: `history` is a list of {task: weight}."""
+
+    def __init__(self, weighting: Weighting):
+        super().__init__()
+        self.weighting, self.history = weighting, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.history.append({name: float(logs.get(f"{name}_weight", np.nan)) for name in self.weighting.task_names})
+        self.weighting.on_epoch_end(epoch, {name: logs[f"{name}_loss"] for name in self.weighting.task_names})
+
+
+def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
+                          item_probability: Optional[np.ndarray] = None) -> MultiTaskModel:
+    """The configured architecture and weighting, compiled with Adam."""
+    network = build_model(config.model.architecture, vocab_sizes, config.features.numeric, config.tasks, config.model)
+    weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
+                               temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
+    model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)
+    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate))
+    return model

@@ -1,0 +1,16 @@
+"""PLE (Tang et al., RecSys 2020): stacked CGC levels of task-specific and shared experts."""
+import tf_keras as keras
+
+from mtrec.models.layers import ExtractionLayer, cross, feature_inputs, task_head
+
+
+def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    x = cross(x, config.cross_layers, config.cross_projection_dim)
+    streams = [x] * (len(tasks) + 1)  # one per task, then the shared stream
+    for level in range(config.levels):
+        last = level == config.levels - 1
+        streams = ExtractionLayer(len(tasks), config.task_experts, config.num_experts, config.expert_units,
+                                  output_shared=not last, dropout=config.dropout, name=f"cgc_{level}")(streams)
+    outputs = {t.name: task_head(s, t, config.tower_units, config.dropout) for t, s in zip(tasks, streams)}
+    return keras.Model(inputs, outputs, name="ple")

@@ -1,0 +1,41 @@
+"""Two towers (TFRS retrieval) with ranking heads on top: retrieve and rank with one model.
+
+The query tower embeds the user side (`model.query_features`), the item tower the rest. Their
+dot product is the retrieval score, trained with TFRS's in-batch-softmax Retrieval task; the
+ranking heads (rating, like, ...) read [query, item, query * item], so both share the towers.
+The towers are nested models (`query_tower`, `item_tower`) so export can index every item and
+serve top-K retrieval beside per-task scores.
+"""
+import tf_keras as keras
+
+from mtrec.config import RETRIEVAL
+from mtrec.models.layers import MLP, feature_inputs, task_head
+
+QUERY_TOWER, ITEM_TOWER = "query_tower", "item_tower"
+QUERY_EMBEDDING, ITEM_EMBEDDING = "query_embedding", "item_embedding"
+
+
+def is_query_feature(name: str, query_features) -> bool:
+    """Query-side feature, counting a numeric feature's Transform bucket (`price_bucket`) with it."""
+    return name in query_features or any(name == f"{q}_bucket" for q in query_features)
+
+
+def _tower(vocab_sizes, numeric, config, name):
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    if config.bottom_units:
+        x = MLP(config.bottom_units, config.dropout, name=f"{name}_mlp")(x)
+    embedding = keras.layers.Dense(config.embedding_dim, name=f"{name}_embedding")(x)
+    return inputs, keras.Model(inputs, embedding, name=name)
+
+
+def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
+    side = lambda query: ({k: v for k, v in vocab_sizes.items() if is_query_feature(k, config.query_features) == query},  # noqa: E731
+                          [n for n in numeric if is_query_feature(n, config.query_features) == query])
+    query_inputs, query_tower = _tower(*side(True), config, QUERY_TOWER)
+    item_inputs, item_tower = _tower(*side(False), config, ITEM_TOWER)
+    query, item = query_tower(query_inputs), item_tower(item_inputs)
+    pair = keras.layers.Concatenate(name="pair")([query, item, keras.layers.Multiply(name="interaction")([query, item])])
+    outputs = {t.name: task_head(pair, t, config.tower_units, config.dropout) for t in tasks if t.type != RETRIEVAL}
+    outputs[QUERY_EMBEDDING] = keras.layers.Identity(name=QUERY_EMBEDDING)(query)
+    outputs[ITEM_EMBEDDING] = keras.layers.Identity(name=ITEM_EMBEDDING)(item)
+    return keras.Model({**query_inputs, **item_inputs}, outputs, name="two_tower")
