@@ -2,16 +2,19 @@
 
     mtrec generate-logs --out DIR          write the seeded synthetic interaction log
     mtrec run --work-dir W                 raw logs -> TFX pipeline -> blessed model pushed for TF Serving
+    mtrec data movielens-100k --out DIR    download MovieLens 100K (GroupLens) for `run --dataset`
     mtrec config                           print the default configuration as YAML
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from mtrec.config import ARCHITECTURES, ORCHESTRATORS, ConfigError, PipelineConfig
+from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, WEIGHTINGS, ConfigError, PipelineConfig,
+                          dataset_preset)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,10 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--logs", help="directory of raw event logs (events*, items*, users*); default: synthetic")
     run.add_argument("--config", help="YAML config (see `mtrec config`); flags below override it")
     run.add_argument("--impressions", type=int, help="size of the generated synthetic log")
+    run.add_argument("--dataset", choices=DATASETS, help="synthetic (default) or a public dataset's preset")
+    run.add_argument("--data-dir", help="where the --dataset files are (MovieLens: u.data, u.user, u.item)")
+    run.add_argument("--protocol", choices=[p for p in PROTOCOLS if p],
+                     help="tfrs: the TFRS multitask tutorial's split, with its published figures beside ours")
     run.add_argument("--model", choices=ARCHITECTURES, help="architecture")
+    run.add_argument("--weighting", choices=WEIGHTINGS, help="task-loss weighting")
+    run.add_argument("--baselines", action="store_true",
+                     help="also train one single-task model per task and compare each task with it")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--orchestrator", choices=ORCHESTRATORS,
                      help="TFX LocalDagRunner (default) or BeamDagRunner")
+
+    data = commands.add_parser("data", help="download a public dataset",
+                               description="Download a public dataset for `mtrec run --dataset NAME --data-dir DIR`. "
+                                           "MovieLens 100K comes from GroupLens under its license (no redistribution).")
+    data.add_argument("dataset", choices=[d for d in DATASETS if d != "synthetic"])
+    data.add_argument("--out", required=True, help="directory to write the files into")
 
     commands.add_parser("config", help="print the default configuration as YAML")
     return parser
@@ -57,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_config(args) -> PipelineConfig:
     raw = PipelineConfig.load(args.config).to_dict() if args.config else PipelineConfig().to_dict()
+    if args.dataset or args.protocol:
+        if args.protocol and args.dataset != "movielens-100k":
+            raise ConfigError(f"--protocol {args.protocol} needs --dataset movielens-100k")
+        if args.dataset != "synthetic" and not args.data_dir:
+            raise ConfigError(f"--dataset {args.dataset} needs --data-dir (get it with `mtrec data {args.dataset} --out DIR`)")
+        _merge(raw, dataset_preset(args.dataset, os.path.abspath(args.data_dir or ""), args.protocol or ""))
+    if args.weighting:
+        raw["model"]["weighting"] = args.weighting
+    if args.baselines:
+        raw["baselines"] = True
     if args.logs:
         raw["data"].update(source="events", path=args.logs)
     if args.impressions is not None:
@@ -70,6 +96,14 @@ def load_config(args) -> PipelineConfig:
     return PipelineConfig.from_dict(raw)
 
 
+def _merge(raw: dict, overrides: dict) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            _merge(raw[key], value)
+        else:
+            raw[key] = value
+
+
 def format_summary(summary: dict) -> str:
     """The per-task metrics table, blessing and push destination, for people."""
     lines = [f"\nExamples: {summary.get('examples')}"]
@@ -80,6 +114,10 @@ def format_summary(summary: dict) -> str:
     header = f"{'task':<12}{'metric':<10}{'value':>9}{'oracle':>9}{'gap':>9}   other"
     lines += ["", header, "-" * len(header)]
     for task, metrics in summary["tasks"].items():
+        if "top_100" in metrics:
+            lines.append(f"{task:<12}{'top-100':<10}{metrics['top_100']:>9.4f}{'':>18}   "
+                         + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "top_100"))
+            continue
         gated = "auc" if "auc" in metrics else "root_mean_squared_error"
         oracle = metrics.get("oracle_auc")
         others = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
@@ -87,6 +125,23 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{task:<12}{'auc' if gated == 'auc' else 'rmse':<10}{metrics.get(gated, float('nan')):>9.4f}"
                      f"{oracle if oracle is not None else float('nan'):>9.4f}"
                      f"{metrics.get('gap_to_oracle', float('nan')):>9.4f}   {others}")
+    if summary.get("stl"):
+        lines += ["", f"{'task':<12}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]
+        for task, row in summary["stl"].items():
+            flag = "  negative transfer" if row["negative_transfer"] else ""
+            lines.append(f"{task:<12}{row['metric']:<24}{row['mtl']:>9.4f}{row['stl']:>9.4f}{row['delta']:>+9.4f}{flag}")
+    if summary.get("tfrs_tutorial"):
+        ours = summary.get("tfrs_comparison") or {"joint": {"top_100": summary.get("retrieval_top100"),
+                                                            "rmse": summary.get("rmse")}}
+        number = lambda v: f"{v:>9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
+        lines += ["", f"{'TFRS protocol':<16}{'tutorial top-100':>17}{'RMSE':>7}{'mtrec top-100':>15}{'RMSE':>9}"]
+        for row, published in summary["tfrs_tutorial"].items():
+            mine = ours.get(row, {})
+            lines.append(f"{row:<16}{published['top_100']:>17.3f}{published['rmse']:>7.3f}"
+                         f"{number(mine.get('top_100')):>15}{number(mine.get('rmse'))}")
+    if summary.get("task_weights"):
+        lines += ["", "Task weights in the last epoch: "
+                  + ", ".join(f"{k}={v:.3g}" for k, v in summary["task_weights"][-1].items())]
     lines.append("")
     lines.append("BLESSED" if summary["blessed"] else "NOT BLESSED: " + "; ".join(summary["failed_gates"]))
     lines.append(f"Pushed: {summary['pushed_model']}" if summary["pushed_model"] else "Nothing pushed.")
@@ -109,6 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     raise ConfigError("--malformed works on plain events.jsonl; drop --gzip")
                 counts["malformed"] = dict(malformed.inject(f"{args.out}/events.jsonl", args.malformed, args.seed))
             print(f"Wrote {args.out}: {counts}")
+        elif args.command == "data":
+            from mtrec.data import movielens
+
+            print(f"Wrote {movielens.download(args.out)} (MovieLens 100K, GroupLens; see its README for the license)")
         elif args.command == "run":
             from mtrec.components.anomaly_gate import DataAnomalyError
             from mtrec.pipeline import runner
@@ -121,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 3
             print(format_summary(summary))
             print(f"Summary: {args.work_dir}/{runner.SUMMARY_FILE}")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
         print(f"mtrec {args.command}: {e}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,8 @@ WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "dwa")
 ORCHESTRATORS = ("local", "beam")
 SOURCES = ("synthetic", "events", "examples", "movielens-100k")
 GATE_BASELINES = ("latest_blessed", "single_task")
+PROTOCOLS = ("", "tfrs")
+DATASETS = ("synthetic", "movielens-100k")
 
 
 class ConfigError(ValueError):
@@ -189,7 +191,8 @@ class PipelineConfig:
     BeamDagRunner (`beam`, each component a step of a Beam pipeline).
     `baselines` also trains one single-task model per task on the same splits and compares each
     task with it; `gate_against` is what the Evaluator's change thresholds compare with: the
-    latest blessed model, or those single-task baselines.
+    latest blessed model, or those single-task baselines. `protocol: tfrs` marks a run that
+    follows the TFRS multitask tutorial, so its summary shows the tutorial's figures beside ours.
     """
 
     name: str = "mtrec"
@@ -203,6 +206,7 @@ class PipelineConfig:
     slices: List[str] = field(default_factory=lambda: ["device", "category"])
     baselines: bool = False
     gate_against: str = "latest_blessed"
+    protocol: str = ""
     beam_args: List[str] = field(default_factory=lambda: ["--direct_running_mode=in_memory"])
 
     def __post_init__(self):
@@ -234,6 +238,7 @@ class PipelineConfig:
                "num_experts, task_experts and levels must be >= 1")
         _check(0.0 <= model.stitch_self_weight <= 1.0, "model.stitch_self_weight", model.stitch_self_weight,
                "must be in [0, 1]")
+        _check(self.protocol in PROTOCOLS, "protocol", self.protocol, f"must be one of {PROTOCOLS}")
         _check(self.gate_against in GATE_BASELINES, "gate_against", self.gate_against, f"must be one of {GATE_BASELINES}")
         _check(self.gate_against != "single_task" or self.baselines, "gate_against", self.gate_against,
                "needs baselines: true (the single-task models are what it compares with)")
@@ -291,7 +296,7 @@ class PipelineConfig:
     def transform_json(self) -> str:
         """Only what Transform reads (features and label keys): a new architecture, weighting or
         task weight then reuses the cached Transform run."""
-        tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given} for t in self.tasks]
+        tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given} for t in self.evaluated_tasks]
         return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": []}, sort_keys=True)
 
     def to_yaml(self) -> str:
@@ -315,6 +320,34 @@ class PipelineConfig:
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         return cls.from_dict(raw)
+
+
+def dataset_preset(dataset: str, path: str = "", protocol: str = "") -> dict:
+    """Config overrides (YAML-shaped) that fit `dataset`; `protocol: tfrs` adds the TFRS multitask
+    tutorial's split (random 80/20, seed 42)."""
+    if dataset == "synthetic":
+        return {}
+    if dataset != "movielens-100k":
+        raise ConfigError(f"config dataset={dataset!r}: must be one of {DATASETS}")
+    preset = {
+        "name": "mtrec-movielens", "model_name": "mtrec-movielens",
+        "data": {"source": "movielens-100k", "path": path, "split": "hash", "eval_percent": 20, "schema": "infer"},
+        "features": {"ids": ["user_id", "item_id"], "categorical": ["age_bucket", "region", "category"],
+                     "numeric": ["user_tenure_days"]},
+        "tasks": [
+            {"name": "rating", "type": REGRESSION, "loss": "mse", "gate": {"bound": 1.05, "tolerance": 0.02}},
+            {"name": "like", "type": BINARY, "gate": {"bound": 0.7, "tolerance": 0.01}},
+            {"name": "retrieval", "type": RETRIEVAL},
+        ],
+        "model": {"architecture": "two_tower", "embedding_dim": 32, "bottom_units": [64], "tower_units": [64, 32],
+                  "query_features": ["user_id", "age_bucket", "region", "user_tenure_days"]},
+        "training": {"batch_size": 1024, "learning_rate": 0.003, "epochs": 30, "patience": 3},
+        "slices": ["age_bucket"],
+    }
+    if protocol == "tfrs":
+        preset["data"]["split_seed"] = 42
+        preset["protocol"] = "tfrs"
+    return preset
 
 
 def _check(ok, key: str, value, problem: str) -> None:

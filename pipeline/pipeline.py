@@ -3,11 +3,18 @@
     ingest -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> AnomalyGate
            -> Transform -> Trainer -> Evaluator (vs latest blessed model) -> Pusher
 
+With `baselines`, a second Trainer (`single_task_trainer`) fits one model per task on the same
+transformed splits, and an Evaluator compares the multi-task model with it task by task: the
+release Evaluator itself when `gate_against: single_task`, else a report-only
+`single_task_evaluator` beside it.
+
 The same `create_pipeline` feeds LocalDagRunner here and KubeflowV2DagRunner for Kubeflow.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import os
 from typing import List, Optional
 
@@ -15,14 +22,18 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.custom_executors import parquet_executor
 from tfx.dsl.components.base import executor_spec
 
-from mtrec import schemas
+from mtrec import config as config_module
+from mtrec import models, schemas
 from mtrec.components.anomaly_gate import AnomalyGate
 from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.config import PipelineConfig
+from mtrec.pipeline import preprocessing, training
 from mtrec.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "mtrec.pipeline.preprocessing.preprocessing_fn"
 RUN_FN = "mtrec.pipeline.training.run_fn"
+SINGLE_TASK_TRAINER = "single_task_trainer"
+SINGLE_TASK_EVALUATOR = "single_task_evaluator"
 DEFAULT_SCHEMA = os.path.join(os.path.dirname(schemas.__file__), "schema.pbtxt")
 
 
@@ -45,9 +56,9 @@ def _hash_split(eval_percent: int) -> tfx.proto.Output:
 def example_gen(config: PipelineConfig, data_dir: str):
     """Raw event logs go through LogExampleGen; ready example tables through TFX's own ExampleGens."""
     data = config.data
-    if data.source in ("synthetic", "events"):
+    if data.source in ("synthetic", "events", "movielens-100k"):
         return LogExampleGen(input_base=data_dir, input_format=data.format, split=data.split,
-                             eval_days=data.eval_days, eval_percent=data.eval_percent)
+                             eval_days=data.eval_days, eval_percent=data.eval_percent, split_seed=data.split_seed)
     output = _hash_split(data.eval_percent)
     if data.format == "csv":
         return tfx.components.CsvExampleGen(input_base=data_dir, output_config=output)
@@ -65,8 +76,22 @@ def schema_gen(config: PipelineConfig, statistics):
     return tfx.components.ImportSchemaGen(schema_file=path)
 
 
+def code_fingerprint(*modules) -> str:
+    """Hash of the Python sources under `modules` (packages or files). Transform and Trainer get
+    their code by import path, which TFX's cache does not see: this puts the code in the cache key,
+    as TFX does for a module_file."""
+    digest = hashlib.sha256()
+    for module in modules:
+        root = os.path.dirname(module.__file__) if module.__file__.endswith("__init__.py") else module.__file__
+        files = sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)) if os.path.isdir(root) else [root]
+        for path in files:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def create_components(config: PipelineConfig, paths: PipelinePaths) -> List:
-    custom_config = {"config": config.training_json()}
+    custom_config = {"config": config.training_json(), "code": code_fingerprint(models, training, preprocessing, config_module)}
     ingest = example_gen(config, paths.data)
     examples = ingest.outputs["examples"]
     statistics = tfx.components.StatisticsGen(examples=examples)
@@ -76,24 +101,42 @@ def create_components(config: PipelineConfig, paths: PipelinePaths) -> List:
     gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
                                          preprocessing_fn=PREPROCESSING_FN,
-                                         custom_config={"config": config.transform_json()})
+                                         custom_config={"config": config.transform_json(),
+                                                        "code": code_fingerprint(preprocessing, config_module)})
     transform.add_upstream_node(gate)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=custom_config)
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
+    extra = []
+    if config.baselines:
+        single_task = tfx.components.Trainer(
+            run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config={**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
+        extra.append(single_task)
+    if config.gate_against == "single_task":
+        baseline_model = single_task.outputs["model"]
+    else:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
+        baseline_model = baseline.outputs["model"]
+        extra.append(baseline)
+        if config.baselines:
+            extra.append(tfx.components.Evaluator(
+                examples=examples, model=trainer.outputs["model"], baseline_model=single_task.outputs["model"],
+                eval_config=eval_config(config, gated=False)).with_id(SINGLE_TASK_EVALUATOR))
     evaluator = tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
-                                         baseline_model=baseline.outputs["model"], eval_config=eval_config(config))
+                                         baseline_model=baseline_model, eval_config=eval_config(config))
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
             base_directory=os.path.join(paths.serving, config.model_name))))
-    return [ingest, statistics, schema, validator, gate, transform, trainer, baseline, evaluator, pusher]
+    return [ingest, statistics, schema, validator, gate, transform, trainer, *extra, evaluator, pusher]
 
 
 def create_pipeline(config: PipelineConfig, paths: PipelinePaths, enable_cache: bool = True) -> tfx.dsl.Pipeline:

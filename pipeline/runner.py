@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Callable, Dict, Optional
@@ -13,7 +14,7 @@ import absl.logging
 
 from mtrec.components.log_example_gen import TABLES, input_files
 from mtrec.config import PipelineConfig
-from mtrec.data import synthetic
+from mtrec.data import movielens, synthetic
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
 from mtrec.pipeline.report import plot_summary
 from mtrec.pipeline.summary import summarize
@@ -53,6 +54,17 @@ def synthetic_data_dir(config: PipelineConfig, work_dir: str) -> str:
     return path
 
 
+def movielens_data_dir(ml_dir: str, work_dir: str) -> str:
+    """MovieLens 100K turned into an event log under the work dir, once."""
+    movielens.check(ml_dir)
+    path = os.path.join(work_dir, "data", "movielens-100k-events")
+    if not os.path.exists(os.path.join(path, "events.jsonl")):
+        shutil.rmtree(path, ignore_errors=True)
+        movielens.to_event_log(ml_dir, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return path
+
+
 def dag_runner(orchestrator: str):
     if orchestrator == "beam":
         from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
@@ -68,6 +80,9 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
         data_dir = synthetic_data_dir(config, work_dir)
+    elif config.data.source == "movielens-100k":
+        progress(f"Turning MovieLens 100K in {data_dir or config.data.path} into an event log ...")
+        data_dir = movielens_data_dir(os.path.abspath(data_dir or config.data.path), work_dir)
     data_dir = os.path.abspath(data_dir or config.data.path)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data directory {data_dir} does not exist")

@@ -17,8 +17,16 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_data_validation.utils import stats_util
 from tfx.types import artifact_utils
 
-from mtrec.config import BINARY, PipelineConfig
+from mtrec.config import BINARY, REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.oracle import oracle_auc
+from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER
+from mtrec.pipeline.training import RETRIEVAL_LOG, TRAINING_LOG
+
+# Published results of the TFRS multitask tutorial (MovieLens 100K, random 80/20 split, seed 42):
+# top-100 categorical accuracy and RMSE on the test split, per weighting of its two tasks.
+TFRS_TUTORIAL = {"rating_only": {"top_100": 0.060, "rmse": 1.113},
+                 "retrieval_only": {"top_100": 0.233, "rmse": 3.688},
+                 "joint": {"top_100": 0.235, "rmse": 1.110}}
 
 # TFMA metric names by task type; the first is the gated one.
 METRIC_NAMES = {
@@ -29,7 +37,7 @@ METRIC_NAMES = {
 
 
 def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
-    """{(component type, output key): artifact} for the latest pipeline run in the MLMD store."""
+    """{(component id, output key): artifact} for the latest pipeline run in the MLMD store."""
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = metadata_path
     connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -39,14 +47,17 @@ def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_sto
         raise RuntimeError(f"no pipeline run recorded in {metadata_path}")
     run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
     executions = {e.id: e for e in store.get_executions_by_context(run.id)}
-    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
+    node_of = {}  # execution id -> component id, from TFX's `node` contexts named <pipeline>.<node id>
+    for node in store.get_contexts_by_type("node"):
+        for execution in store.get_executions_by_context(node.id):
+            if execution.id in executions:
+                node_of[execution.id] = node.name.split(".", 1)[-1]
     events = [e for e in store.get_events_by_execution_ids(list(executions))
               if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     outputs = {}
     for event in events:
-        component = types[executions[event.execution_id].type_id]
-        outputs[(component, event.path.steps[0].key)] = artifacts[event.artifact_id]
+        outputs[(node_of.get(event.execution_id), event.path.steps[0].key)] = artifacts[event.artifact_id]
     return outputs
 
 
@@ -62,9 +73,9 @@ def _slice_value(key) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _overall_metrics(evaluation_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
-    """{task: {metric: value}} for the overall slice, plus {task: {slice: gated metric}}."""
-    tasks = {t.name: t for t in config.tasks}
+def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "candidate") -> Dict[str, Dict]:
+    """{task: {metric: value, "slices": {slice: gated metric}}} of `model` (candidate or baseline)."""
+    tasks = {t.name: t for t in config.evaluated_tasks}
     overall = {name: {} for name in tasks}
     slices = {name: {} for name in tasks}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
@@ -72,7 +83,7 @@ def _overall_metrics(evaluation_uri: str, config: PipelineConfig) -> Dict[str, D
         slice_name = slice_name or "overall"
         for item in metrics_for_slice.metric_keys_and_values:
             key = item.key
-            if key.is_diff or key.model_name not in ("", "candidate") or key.output_name not in tasks:
+            if key.is_diff or key.model_name not in ("", model) or key.output_name not in tasks:
                 continue
             task = tasks[key.output_name]
             if key.name not in METRIC_NAMES[task.type] or not item.value.HasField("double_value"):
@@ -107,6 +118,28 @@ def _examples_per_split(statistics) -> Dict[str, int]:
     return counts
 
 
+def _read_json(artifact, name: str) -> Optional[dict]:
+    path = os.path.join(artifact.uri, name) if artifact is not None else None
+    if path is None or not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def single_task_table(tasks: Dict[str, Dict], baselines: Dict[str, Dict], config: PipelineConfig) -> Dict[str, Dict]:
+    """Per task: the gated metric of the multi-task and single-task models, `delta` (positive when
+    multi-task learning helped) and `negative_transfer` (it hurt)."""
+    table = {}
+    for task in config.tasks:
+        metric = {BINARY: "auc", REGRESSION: "root_mean_squared_error", RETRIEVAL: "top_100"}[task.type]
+        mtl, stl = tasks.get(task.name, {}).get(metric), baselines.get(task.name, {}).get(metric)
+        if mtl is None or stl is None:
+            continue
+        delta = stl - mtl if task.type == REGRESSION else mtl - stl
+        table[task.name] = {"metric": metric, "mtl": mtl, "stl": stl, "delta": delta, "negative_transfer": delta < 0}
+    return table
+
+
 def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str]) -> Dict:
     """The run summary written to `run_summary.json`."""
     outputs = latest_run_outputs(metadata_path)
@@ -137,4 +170,36 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
     pushed = get("Pusher", "pushed_model")
     summary["pushed_model"] = _custom(pushed, "pushed_destination") if _custom(pushed, "pushed", 0) else None
     summary["model_uri"] = get("Trainer", "model").uri if get("Trainer", "model") is not None else None
+
+    training = _read_json(get("Trainer", "model_run"), TRAINING_LOG)
+    if training is not None:
+        summary["training"] = {k: training[k] for k in ("architecture", "weighting", "epochs")}
+        summary["task_weights"] = training["task_weights"]
+    for task, metrics in (_read_json(get("Trainer", "model_run"), RETRIEVAL_LOG) or {}).items():
+        summary["tasks"][task] = metrics
+    if config.baselines:
+        compared = get(SINGLE_TASK_EVALUATOR, "evaluation") or evaluation
+        baselines = _overall_metrics(compared.uri, config, model="baseline") if compared is not None else {}
+        baselines.update(_read_json(get(SINGLE_TASK_TRAINER, "model_run"), RETRIEVAL_LOG) or {})
+        summary["stl"] = single_task_table(summary["tasks"], baselines, config)
+    retrieval = next((t.name for t in config.tasks if t.type == RETRIEVAL), None)
+    regression = next((t.name for t in config.tasks if t.type == REGRESSION), None)
+    if retrieval and "top_100" in summary["tasks"].get(retrieval, {}):
+        summary["retrieval_top100"] = summary["tasks"][retrieval]["top_100"]
+    if regression and "root_mean_squared_error" in summary["tasks"].get(regression, {}):
+        summary["rmse"] = summary["tasks"][regression]["root_mean_squared_error"]
+    if config.protocol == "tfrs":
+        summary["tfrs_tutorial"] = TFRS_TUTORIAL
+        baselines = _read_json(get(SINGLE_TASK_TRAINER, "model_run"), TRAINING_LOG)
+        if baselines and retrieval and regression:
+            summary["tfrs_comparison"] = tfrs_comparison(summary, baselines, retrieval, regression)
     return summary
+
+
+def tfrs_comparison(summary: Dict, baselines: Dict, retrieval: str, regression: str) -> Dict[str, Dict]:
+    """Our rows of the TFRS tutorial's table: each single-task two-tower baseline measured on both
+    tasks (the other head untrained, as in the tutorial), and the joint model."""
+    row = lambda log: {"top_100": log.get("retrieval", {}).get("top_100"),  # noqa: E731
+                       "rmse": log.get("eval", {}).get(f"{regression}_rmse")}
+    return {"rating_only": row(baselines.get(regression, {})), "retrieval_only": row(baselines.get(retrieval, {})),
+            "joint": {"top_100": summary.get("retrieval_top100"), "rmse": summary.get("rmse")}}

@@ -57,16 +57,25 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
                                               shuffle=shuffle, shuffle_seed=config.training.seed),
         tft_output.transformed_metadata.schema)
     labels = set(config.label_keys)
-    split = lambda batch: ({k: v for k, v in batch.items() if k not in labels},  # noqa: E731
-                           {k: v for k, v in batch.items() if k in labels})
+
+    def split(batch):
+        return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
+
     return data.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
-    """The baseline for `task`: same features and training, one task, no sharing to gain or lose
-    from (a shared-bottom network; two-tower models keep their towers)."""
-    architecture = "two_tower" if config.model.architecture == "two_tower" else "shared_bottom"
-    model = dataclasses.replace(config.model, architecture=architecture, weighting="fixed")
+    """The baseline for `task`: same features and training, trained on that task alone.
+
+    Ranking architectures become a one-task shared-bottom network: nothing shared to gain or lose
+    from. Two-tower models keep every head but weight the other tasks 0 (as the TFRS tutorial
+    compares rating-only, retrieval-only and joint models), so each baseline can also be measured
+    on the tasks it did not train for.
+    """
+    if config.model.architecture == "two_tower":
+        tasks = [dataclasses.replace(t, weight=1.0 if t.name == task.name else 0.0) for t in config.tasks]
+        return dataclasses.replace(config, tasks=tasks, model=dataclasses.replace(config.model, weighting="fixed"))
+    model = dataclasses.replace(config.model, architecture="shared_bottom", weighting="fixed")
     return dataclasses.replace(config, tasks=[dataclasses.replace(task, weight=1.0)], model=model)
 
 
@@ -126,8 +135,10 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
                  [t.name for t in config.tasks])
     history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=2,
                         callbacks=callbacks)
+    final = model.evaluate(eval_data, verbose=0, return_dict=True)  # the restored best weights
     return model.network, {"architecture": config.model.architecture, "weighting": config.model.weighting,
                            "epochs": len(history.epoch), "task_weights": weights.history,
+                           "eval": {k: float(v) for k, v in final.items()},
                            "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
 
 
@@ -140,7 +151,9 @@ def side_by_side(networks: Dict[str, keras.Model]) -> keras.Model:
             inputs.setdefault(name, keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name))
     outputs = {}
     for task, network in networks.items():
-        own = network({n.name.split(":")[0]: inputs[n.name.split(":")[0]] for n in network.inputs})
+        own_inputs = {n.name.split(":")[0]: inputs[n.name.split(":")[0]] for n in network.inputs}
+        # Wrapped under a name of its own: every baseline of a two-tower config is named two_tower.
+        own = keras.Model(own_inputs, network(own_inputs), name=f"{task}_single_task")(own_inputs)
         if task in own:
             outputs[task] = keras.layers.Identity(name=task)(own[task])
     return keras.Model(inputs, outputs, name="single_task_models")
@@ -222,6 +235,9 @@ def run_fn(fn_args) -> None:
     for task in retrieval:
         retrieval_logs[task.name] = retrieval_metrics(networks[task.name if single_task else ""], eval_data, items, task)
         logging.info("Retrieval %s on the eval split: %s", task.name, retrieval_logs[task.name])
+        if single_task:  # how well each other baseline's towers retrieve, untrained for it
+            for name, network in networks.items():
+                logs[name]["retrieval"] = retrieval_metrics(network, eval_data, items, task)
     _write_json(fn_args.model_run_dir, TRAINING_LOG, logs if single_task else logs[""])
     if retrieval:
         _write_json(fn_args.model_run_dir, RETRIEVAL_LOG, retrieval_logs)

@@ -1,0 +1,151 @@
+"""Accuracy of every architecture x weighting on the synthetic log, as the AUC gap to the oracle.
+
+    python bench/accuracy.py --out bench/results/accuracy.json [--impressions 200000]
+
+Runs the pipeline once (ingest, validate, Transform: reused from TFX's cache on a second call),
+then trains each configuration on the same transformed splits with the Trainer's own `train`
+and scores the eval split like the Evaluator (conditional tasks weighted by their `given` label).
+Writes JSON (per configuration and task: AUC, oracle AUC, gap; RMSE for regression; epochs and
+training seconds) and a heatmap PNG beside it. The goal: the best configuration within 0.01 AUC of
+the oracle on every binary task.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import itertools
+import json
+import os
+import sys
+import time
+
+import mtrec  # noqa: F401  (Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from sklearn.metrics import roc_auc_score
+
+from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
+from mtrec.pipeline import runner
+from mtrec.pipeline.summary import latest_run_outputs
+from mtrec.pipeline.training import train, vocab_sizes
+
+RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
+
+
+def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig, shuffle: bool) -> tf.data.Dataset:
+    files = sorted(glob.glob(os.path.join(uri, f"Split-{split}", "*.gz")))
+    spec = tft_output.transformed_feature_spec()
+    labels = set(config.label_keys)
+    data = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if shuffle:
+        data = data.shuffle(100_000, seed=config.training.seed)
+
+    def parse(serialized):
+        batch = tf.io.parse_example(serialized, spec)
+        return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
+
+    return data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
+
+
+def score(network, eval_data, config: PipelineConfig) -> dict:
+    predictions, labels = {t.name: [] for t in config.tasks}, {k: [] for k in config.label_keys}
+    for features, batch_labels in eval_data:
+        outputs = network(features, training=False)
+        for t in config.tasks:
+            predictions[t.name].append(outputs[t.name].numpy()[:, 0])
+        for k, v in batch_labels.items():
+            labels[k].append(v.numpy()[:, 0])
+    labels = {k: np.concatenate(v) for k, v in labels.items()}
+    result = {}
+    for t in config.tasks:
+        p, y = np.concatenate(predictions[t.name]), labels[t.label]
+        w = labels[t.given] if t.given else None
+        if t.type == BINARY:
+            result[t.name] = {"auc": float(roc_auc_score(y, p, sample_weight=w))}
+        else:
+            w = np.ones_like(y) if w is None else w
+            result[t.name] = {"rmse": float(np.sqrt(np.sum(w * (y - p) ** 2) / np.sum(w)))}
+    return result
+
+
+def plot(results, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in results[0]["tasks"] if "gap" in results[0]["tasks"][t]]
+    rows = [f"{r['architecture']} / {r['weighting']}" for r in results]
+    gaps = np.array([[r["tasks"][t]["gap"] for t in tasks] for r in results])
+    fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 3, 0.35 * len(rows) + 1.5))
+    image = ax.imshow(gaps, cmap="RdYlGn_r", vmin=0, vmax=max(0.03, float(gaps.max())), aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(rows)), rows)
+    for (i, j), gap in np.ndenumerate(gaps):
+        ax.text(j, i, f"{gap:.3f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, label="oracle AUC - model AUC")
+    ax.set_title("AUC gap to the oracle on the eval split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="JSON file to write (a PNG is written beside it)")
+    parser.add_argument("--work-dir", default="work/bench-accuracy", help="pipeline work dir (reused across calls)")
+    parser.add_argument("--impressions", type=int, default=200_000)
+    parser.add_argument("--architectures", default=",".join(RANKING))
+    parser.add_argument("--weightings", default=",".join(WEIGHTINGS))
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    args = parser.parse_args(argv)
+
+    # With single-task baselines, so the run summary also says where multi-task learning helps.
+    base = PipelineConfig.from_dict({"data": {"impressions": args.impressions}, "baselines": True})
+    if args.epochs:
+        base.training.epochs = args.epochs
+    print(f"Pipeline up to Transform on {args.impressions} impressions ...", file=sys.stderr, flush=True)
+    summary = runner.run(base, args.work_dir, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    outputs = latest_run_outputs(os.path.join(os.path.abspath(args.work_dir), "metadata.db"))
+    tft_output = tft.TFTransformOutput(outputs[("Transform", "transform_graph")].uri)
+    examples_uri = outputs[("Transform", "transformed_examples")].uri
+    oracle = {t: m["oracle_auc"] for t, m in summary["tasks"].items() if "oracle_auc" in m}
+
+    results = []
+    for architecture, weighting in itertools.product(args.architectures.split(","), args.weightings.split(",")):
+        config = dataclasses.replace(base, model=dataclasses.replace(base.model, architecture=architecture,
+                                                                     weighting=weighting))
+        config.validate()
+        started = time.time()
+        network, log = train(config, transformed_dataset(examples_uri, "train", tft_output, config, True),
+                             transformed_dataset(examples_uri, "eval", tft_output, config, False),
+                             vocab_sizes(config, tft_output), log_dir=None)
+        seconds = time.time() - started
+        tasks = score(network, transformed_dataset(examples_uri, "eval", tft_output, config, False), config)
+        for name, auc in oracle.items():
+            tasks[name].update(oracle_auc=auc, gap=auc - tasks[name]["auc"])
+        results.append({"architecture": architecture, "weighting": weighting, "epochs": log["epochs"],
+                        "train_s": round(seconds, 1), "tasks": tasks, "task_weights": log["task_weights"][-1]})
+        print(f"{architecture:>13} / {weighting:<11} " + "  ".join(
+            f"{t}: gap {m['gap']:.4f}" if "gap" in m else f"{t}: rmse {m['rmse']:.3f}" for t, m in tasks.items())
+            + f"  ({seconds:.0f}s)", file=sys.stderr, flush=True)
+
+    worst_gap = lambda r: max(m["gap"] for m in r["tasks"].values() if "gap" in m)  # noqa: E731
+    best = min(results, key=worst_gap)
+    report = {"impressions": args.impressions, "oracle_auc": oracle, "results": results,
+              "best": {"architecture": best["architecture"], "weighting": best["weighting"],
+                       "worst_gap": worst_gap(best)},
+              "goal": "best configuration within 0.01 AUC of the oracle on every binary task",
+              "goal_met": worst_gap(best) <= 0.01}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    plot(results, os.path.splitext(args.out)[0] + ".png")
+    print(json.dumps(report["best"]), "goal met" if report["goal_met"] else "goal NOT met", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Both notebooks execute top to bottom on small data, and the accuracy benchmark writes its table.
+
+One small benchmark run (two architectures x two weightings on 4,000 impressions, with
+single-task baselines) feeds notebook 02, as a user's `bench/accuracy.py` run would.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+NOTEBOOKS = os.path.join(ROOT, "notebooks")
+
+
+def _execute(name, tmp_path, env):
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    os.environ.update(env)
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": NOTEBOOKS}}).execute()
+    finally:
+        for key in env:
+            os.environ.pop(key)
+    return notebook
+
+
+def _outputs(notebook):
+    return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))
+                     for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+
+
+def test_explore_logs_notebook_runs_on_a_small_log(tmp_path):
+    notebook = _execute("01_explore_logs.ipynb", tmp_path,
+                        {"MTREC_NOTEBOOK_DIR": str(tmp_path), "MTREC_NOTEBOOK_IMPRESSIONS": "3000"})
+    text = _outputs(notebook)
+    assert "rate given click" in text and "train examples in the statistics" in text
+    images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # label rates and task correlation
+
+
+@pytest.fixture(scope="module")
+def accuracy_bench(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    out = work / "accuracy.json"
+    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "accuracy.py"), "--out", str(out),
+                    "--work-dir", str(work / "run"), "--impressions", "4000", "--epochs", "2",
+                    "--architectures", "mmoe,esmm", "--weightings", "fixed,dwa"], check=True, cwd=ROOT)
+    return work, json.loads(out.read_text())
+
+
+def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
+    work, report = accuracy_bench
+    assert [(r["architecture"], r["weighting"]) for r in report["results"]] == [
+        ("mmoe", "fixed"), ("mmoe", "dwa"), ("esmm", "fixed"), ("esmm", "dwa")]
+    for result in report["results"]:
+        for task in ("click", "like", "purchase"):
+            metrics = result["tasks"][task]
+            assert 0.5 < metrics["auc"] <= 1 and abs(metrics["gap"] - (metrics["oracle_auc"] - metrics["auc"])) < 1e-9
+        assert result["tasks"]["dwell"]["rmse"] > 0
+    assert report["goal_met"] == (report["best"]["worst_gap"] <= 0.01)
+    assert (work / "accuracy.png").stat().st_size > 10_000
+    summary = json.loads((work / "run" / "run_summary.json").read_text())
+    assert set(summary["stl"]) == {"click", "like", "purchase", "dwell"}
+
+
+def test_results_notebook_plots_the_benchmark_and_the_run(accuracy_bench, tmp_path):
+    work, _ = accuracy_bench
+    notebook = _execute("02_results.ipynb", tmp_path, {"MTREC_ACCURACY_JSON": str(work / "accuracy.json"),
+                                                       "MTREC_RUN_SUMMARY": str(work / "run" / "run_summary.json")})
+    text = _outputs(notebook)
+    assert "goal met" in text and "negative_transfer" in text
+    images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 3
