@@ -84,16 +84,27 @@ def objectives_for(config: PipelineConfig, item_probability: Optional[np.ndarray
     return objectives
 
 
+def _layers(model: keras.Model):
+    """Every layer, nested models' included (the two-tower model nests its towers)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
 def shared_variables(network: keras.Model) -> List[tf.Variable]:
     """The last layer every task depends on, where GradNorm measures gradient norms: the shared
-    bottom's last Dense, else the last DCN cross layer, else the feature embeddings."""
-    names = [layer.name for layer in network.layers]
-    if "shared_bottom" in names:
-        return network.get_layer("shared_bottom")._layers[-1].trainable_variables
-    crosses = sorted(n for n in names if n.startswith("cross_") and n[6:].isdigit())
+    bottom's last Dense, else the last DCN cross layer, else the embedding layers (two-tower: the
+    towers' output layers)."""
+    layers = {layer.name: layer for layer in _layers(network)}
+    if "shared_bottom" in layers:
+        return layers["shared_bottom"]._layers[-1].trainable_variables
+    crosses = sorted((n for n in layers if n.startswith("cross_") and n[6:].isdigit()), key=lambda n: int(n[6:]))
     if crosses:
-        return network.get_layer(crosses[-1]).trainable_variables
-    return [v for layer in network.layers if layer.name.endswith("_embedding") for v in layer.trainable_variables]
+        return layers[crosses[-1]].trainable_variables
+    towers = [name for name in layers if name.endswith("_tower_embedding")]
+    chosen = towers or [name for name in layers if name.endswith("_embedding")]
+    return [v for name in chosen for v in layers[name].trainable_variables]
 
 
 class MultiTaskModel(keras.Model):

@@ -1,4 +1,5 @@
-"""A picture of a run: per-task gated metric beside the oracle ceiling, and the dead-letter reasons."""
+"""A picture of a run: per-task gated metric beside the oracle ceiling, multi-task against
+single-task per task, and the dead-letter reasons."""
 from __future__ import annotations
 
 from typing import Dict
@@ -14,7 +15,8 @@ def plot_summary(summary: Dict, path: str) -> str:
     binary = {t: m for t, m in summary["tasks"].items() if "auc" in m}
     regression = {t: m for t, m in summary["tasks"].items() if "root_mean_squared_error" in m}
     dead = (summary.get("dead_letter") or {}).get("by_reason") or {}
-    panels = [p for p in (binary, regression, dead) if p]
+    stl = summary.get("stl") or {}
+    panels = [p for p in (binary, regression, stl, dead) if p]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     axes = iter(axes[0])
     if binary:
@@ -32,6 +34,13 @@ def plot_summary(summary: Dict, path: str) -> str:
         ax = next(axes)
         ax.bar(list(regression), [m["root_mean_squared_error"] for m in regression.values()], color="tab:orange")
         ax.set_title("RMSE on the eval split")
+    if stl:
+        ax = next(axes)
+        names = list(stl)
+        ax.bar(names, [stl[n]["delta"] for n in names],
+               color=["tab:red" if stl[n]["negative_transfer"] else "tab:green" for n in names])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title("multi-task minus single-task\n(gated metric; red: negative transfer)")
     if dead:
         ax = next(axes)
         ax.barh(list(dead), list(dead.values()), color="tab:red")

@@ -199,7 +199,7 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
 def tfrs_comparison(summary: Dict, baselines: Dict, retrieval: str, regression: str) -> Dict[str, Dict]:
     """Our rows of the TFRS tutorial's table: each single-task two-tower baseline measured on both
     tasks (the other head untrained, as in the tutorial), and the joint model."""
-    row = lambda log: {"top_100": log.get("retrieval", {}).get("top_100"),  # noqa: E731
+    row = lambda log: {"top_100": log.get("retrieval", {}).get(retrieval, {}).get("top_100"),  # noqa: E731
                        "rmse": log.get("eval", {}).get(f"{regression}_rmse")}
     return {"rating_only": row(baselines.get(regression, {})), "retrieval_only": row(baselines.get(retrieval, {})),
             "joint": {"top_100": summary.get("retrieval_top100"), "rmse": summary.get("rmse")}}

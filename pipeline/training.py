@@ -67,16 +67,15 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
     """The baseline for `task`: same features and training, trained on that task alone.
 
-    Ranking architectures become a one-task shared-bottom network: nothing shared to gain or lose
-    from. Two-tower models keep every head but weight the other tasks 0 (as the TFRS tutorial
-    compares rating-only, retrieval-only and joint models), so each baseline can also be measured
-    on the tasks it did not train for.
+    Every head stays but the other tasks weigh 0, so they send no gradient into what is shared
+    (and a conditional task keeps its `given` label). Ranking architectures become shared-bottom:
+    nothing left to share. Two-tower models keep their towers, so, as in the TFRS tutorial's
+    rating-only and retrieval-only models, each baseline can be measured on the other tasks too.
     """
-    if config.model.architecture == "two_tower":
-        tasks = [dataclasses.replace(t, weight=1.0 if t.name == task.name else 0.0) for t in config.tasks]
-        return dataclasses.replace(config, tasks=tasks, model=dataclasses.replace(config.model, weighting="fixed"))
-    model = dataclasses.replace(config.model, architecture="shared_bottom", weighting="fixed")
-    return dataclasses.replace(config, tasks=[dataclasses.replace(task, weight=1.0)], model=model)
+    tasks = [dataclasses.replace(t, weight=1.0 if t.name == task.name else 0.0) for t in config.tasks]
+    architecture = "two_tower" if config.model.architecture == "two_tower" else "shared_bottom"
+    model = dataclasses.replace(config.model, architecture=architecture, weighting="fixed")
+    return dataclasses.replace(config, tasks=tasks, model=model)
 
 
 # --- retrieval -----------------------------------------------------------------------------------
@@ -233,11 +232,12 @@ def run_fn(fn_args) -> None:
     items = item_table(train_data.concatenate(eval_data), _item_features(next(iter(networks.values())))) \
         if retrieval else None
     for task in retrieval:
-        retrieval_logs[task.name] = retrieval_metrics(networks[task.name if single_task else ""], eval_data, items, task)
+        for name, network in networks.items():  # baselines: every one, also those not trained for it
+            metrics = retrieval_metrics(network, eval_data, items, task)
+            logs[name].setdefault("retrieval", {})[task.name] = metrics
+            if name in ("", task.name):
+                retrieval_logs[task.name] = metrics
         logging.info("Retrieval %s on the eval split: %s", task.name, retrieval_logs[task.name])
-        if single_task:  # how well each other baseline's towers retrieve, untrained for it
-            for name, network in networks.items():
-                logs[name]["retrieval"] = retrieval_metrics(network, eval_data, items, task)
     _write_json(fn_args.model_run_dir, TRAINING_LOG, logs if single_task else logs[""])
     if retrieval:
         _write_json(fn_args.model_run_dir, RETRIEVAL_LOG, retrieval_logs)

@@ -16,10 +16,11 @@ def _mtrec(*args):
 def test_help_names_every_command():
     result = _mtrec("--help")
     assert result.returncode == 0
-    for command in ("generate-logs", "run", "config"):
+    for command in ("generate-logs", "run", "data", "config"):
         assert command in result.stdout
     run_help = _mtrec("run", "--help").stdout
-    assert "--work-dir" in run_help and "--logs" in run_help and "--config" in run_help
+    for flag in ("--work-dir", "--logs", "--config", "--model", "--weighting", "--baselines", "--dataset", "--protocol"):
+        assert flag in run_help
 
 
 def test_config_prints_loadable_defaults():
@@ -53,3 +54,9 @@ def test_run_refuses_bad_input_with_a_clear_message(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: {architecture: transformer}\n")
     bad_config = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--config", str(tmp_path / "bad.yaml"))
     assert bad_config.returncode == 2 and "model.architecture='transformer'" in bad_config.stderr
+    no_data = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--dataset", "movielens-100k")
+    assert no_data.returncode == 2 and "--dataset movielens-100k needs --data-dir" in no_data.stderr
+    wrong = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--dataset", "movielens-100k", "--data-dir", str(tmp_path))
+    assert wrong.returncode == 2 and "missing u.data" in wrong.stderr
+    protocol = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--protocol", "tfrs")
+    assert protocol.returncode == 2 and "--protocol tfrs needs --dataset movielens-100k" in protocol.stderr

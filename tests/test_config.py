@@ -35,6 +35,13 @@ def test_yaml_overrides_and_fills_task_defaults(tmp_path):
     ("slices: [colour]\n", "slices"),
     ("features: {ids: [click]}\n", "features"),
     ("orchestrator: airflow\n", "orchestrator"),
+    ("model: {weighting: magic}\n", "model.weighting"),
+    ("tasks: [{name: r, type: retrieval}]\n", "tasks[0].type"),  # retrieval needs the two-tower model
+    ("model: {architecture: esmm}\ntasks: [{name: click}]\n", "model.architecture"),  # nothing to chain
+    ("model: {architecture: two_tower, query_features: [colour]}\n", "model.query_features"),
+    ("gate_against: single_task\n", "gate_against"),  # needs baselines
+    ("model: {stitch_self_weight: 1.5}\n", "model.stitch_self_weight"),
+    ("protocol: kaggle\n", "protocol"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, named):
     path = tmp_path / "config.yaml"
@@ -59,3 +66,24 @@ def test_training_json_leaves_out_gates_so_gate_changes_keep_the_cache():
 def test_architectures_match_the_model_registry():
     from mtrec import config, models
     assert set(config.ARCHITECTURES) == set(models.ARCHITECTURES)
+
+
+def test_transform_json_keeps_the_transform_cache_across_architecture_and_weighting():
+    a = PipelineConfig()
+    b = PipelineConfig.from_dict({"model": {"architecture": "ple", "weighting": "gradnorm"},
+                                  "tasks": [dict(dataclasses.asdict(t), weight=2.0) for t in a.tasks]})
+    assert a.training_json() != b.training_json()
+    assert a.transform_json() == b.transform_json()
+    assert PipelineConfig.from_json(a.transform_json()).label_keys == a.label_keys
+
+
+def test_movielens_preset_is_a_valid_two_tower_config_and_tfrs_sets_the_tutorial_split():
+    from mtrec.config import dataset_preset
+    config = PipelineConfig.from_dict(dataset_preset("movielens-100k", "/data/ml", protocol="tfrs"))
+    assert config.model.architecture == "two_tower"
+    assert [(t.name, t.type) for t in config.tasks] == [("rating", "regression"), ("like", "binary"),
+                                                        ("retrieval", "retrieval")]
+    assert (config.data.split, config.data.eval_percent, config.data.split_seed) == ("hash", 20, 42)
+    assert config.label_keys == ["like", "rating"] and [t.name for t in config.evaluated_tasks] == ["rating", "like"]
+    with pytest.raises(ConfigError, match="dataset='imdb'"):
+        dataset_preset("imdb")

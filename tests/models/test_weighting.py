@@ -71,3 +71,15 @@ def test_dwa_weights_are_the_softmax_of_loss_ratios_after_two_epochs():
 def test_unknown_weighting_fails_naming_it():
     with pytest.raises(ValueError, match="unknown weighting 'magic'"):
         make_weighting("magic", [TaskConfig("a")])
+
+
+@pytest.mark.parametrize("architecture, expected", [
+    ("shared_bottom", ["shared_bottom"]), ("mmoe", ["cross_0"]), ("two_tower", ["query_tower_embedding", "item_tower_embedding"])])
+def test_gradnorm_measures_at_the_last_layer_every_task_shares(architecture, expected):
+    from mtrec.models import build_model
+    from mtrec.models.multitask import shared_variables
+    config = PipelineConfig.from_dict({"model": {"architecture": architecture, "query_features": ["user_id"]},
+                                       "features": {"categorical": [], "numeric": []}, "slices": []})
+    network = build_model(architecture, {"user_id": 9, "item_id": 7}, [], config.tasks, config.model)
+    variables = shared_variables(network)
+    assert variables and all(any(name in v.name for name in expected) for v in variables)
