@@ -72,13 +72,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_config(args) -> PipelineConfig:
-    raw = PipelineConfig.load(args.config).to_dict() if args.config else PipelineConfig().to_dict()
+    """Defaults, then the --dataset preset, then the --config file, then flags; checked once at
+    the end, so flags can complete the file (--baselines for `gate_against: single_task`)."""
+    raw = PipelineConfig().to_dict()
     if args.dataset or args.protocol:
         if args.protocol and args.dataset != "movielens-100k":
             raise ConfigError(f"--protocol {args.protocol} needs --dataset movielens-100k")
         if args.dataset != "synthetic" and not args.data_dir:
             raise ConfigError(f"--dataset {args.dataset} needs --data-dir (get it with `mtrec data {args.dataset} --out DIR`)")
         _merge(raw, dataset_preset(args.dataset, os.path.abspath(args.data_dir or ""), args.protocol or ""))
+    if args.config:
+        _merge(raw, PipelineConfig.read_yaml(args.config))
     if args.weighting:
         raw["model"]["weighting"] = args.weighting
     if args.baselines:

@@ -312,6 +312,11 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: str) -> "PipelineConfig":
+        return cls.from_dict(cls.read_yaml(path))
+
+    @staticmethod
+    def read_yaml(path: str) -> dict:
+        """The YAML mapping in `path`, unchecked: for merging command-line flags before `from_dict`."""
         try:
             with open(path) as f:
                 raw = yaml.safe_load(f)
@@ -319,7 +324,7 @@ class PipelineConfig:
             raise ConfigError(f"config file {path}: {e}") from e
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
-        return cls.from_dict(raw)
+        return raw or {}
 
 
 def dataset_preset(dataset: str, path: str = "", protocol: str = "") -> dict:

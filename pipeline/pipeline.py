@@ -104,18 +104,17 @@ def create_components(config: PipelineConfig, paths: PipelinePaths) -> List:
                                          custom_config={"config": config.transform_json(),
                                                         "code": code_fingerprint(preprocessing, config_module)})
     transform.add_upstream_node(gate)
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=custom_config)
-    extra = []
-    if config.baselines:
-        single_task = tfx.components.Trainer(
+    def trainer_on(custom):
+        return tfx.components.Trainer(
             run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
+            custom_config=custom)
+
+    trainer = trainer_on(custom_config)
+    extra = []
+    if config.baselines:
+        single_task = trainer_on({**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
         extra.append(single_task)
     if config.gate_against == "single_task":
         baseline_model = single_task.outputs["model"]

@@ -56,10 +56,10 @@ def test_timestamps_accept_epoch_ms_and_iso_8601():
 
 def test_csv_rows_are_typed_like_json():
     header = list(ev.CSV_EVENT_COLUMNS)
-    row = ev.decode_csv("impression,imp-1,1767225600000,u1,i1,2,mobile,home,", header)
+    row = ev.decode_csv("impression,imp-1,1767225600000,u1,i1,2,mobile,home,,", header)
     assert ev.parse_event(row, from_text=True) == dict(IMPRESSION)
     with pytest.raises(ev.BadRecord, match="wrong_type"):
-        ev.parse_event(ev.decode_csv("impression,imp-1,1767225600000,u1,i1,two,mobile,home,", header), from_text=True)
+        ev.parse_event(ev.decode_csv("impression,imp-1,1767225600000,u1,i1,two,mobile,home,,", header), from_text=True)
     with pytest.raises(ev.BadRecord, match="invalid_json"):
         ev.decode_csv("click,imp-1", header)
 

@@ -91,7 +91,7 @@ def test_time_split_puts_the_last_day_in_eval_with_entire_space_labels(tmp_path,
     assert all((_value(e, "dwell") > 0) == bool(_value(e, "click")) for e in everything)
     assert set(everything[0].features.feature) == {
         "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "hour", "age_bucket", "region",
-        "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell"}
+        "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell", "rating"}
 
 
 def _to_csv(src, dst, name, columns):
