@@ -20,7 +20,7 @@ def entire_space_tasks(tasks):
 
 
 def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     outputs = {t.name: task_head(x, t, config.bottom_units + config.tower_units, config.dropout) for t in tasks}
     for task, given in entire_space_tasks(tasks).items():

@@ -66,19 +66,22 @@ class MixtureOfExperts(keras.layers.Layer):
                 "num_tasks": self.num_tasks, "dropout": self.dropout}
 
 
-def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_dim: int):
+def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_dim: int, embedding_l2: float = 0.0):
     """Keras inputs for transformed features and their dense concatenation.
 
     Args:
       vocab_sizes: categorical feature -> number of ids (vocabulary + OOV buckets).
       numeric: float features, already normalised by Transform.
+      embedding_l2: L2 penalty on the embedding tables: shrinks rarely seen ids toward zero.
     Returns:
       (inputs dict of [batch, 1] tensors, [batch, d] float tensor).
     """
     inputs, parts = {}, []
+    regularizer = keras.regularizers.l2(embedding_l2) if embedding_l2 else None
     for name, size in sorted(vocab_sizes.items()):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.int64, name=name)
-        embedded = keras.layers.Embedding(size, embedding_dim, name=f"{name}_embedding")(inputs[name])
+        embedded = keras.layers.Embedding(size, embedding_dim, embeddings_regularizer=regularizer,
+                                          name=f"{name}_embedding")(inputs[name])
         parts.append(keras.layers.Flatten(name=f"{name}_flat")(embedded))
     for name in sorted(numeric):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.float32, name=name)

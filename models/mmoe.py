@@ -5,7 +5,7 @@ from mtrec.models.layers import cross, MixtureOfExperts, feature_inputs, task_he
 
 
 def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     mixed = MixtureOfExperts(config.num_experts, config.expert_units, len(tasks), config.dropout, name="mmoe")(x)
     outputs = {t.name: task_head(m, t, config.tower_units, config.dropout) for t, m in zip(tasks, mixed)}

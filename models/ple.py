@@ -5,7 +5,7 @@ from mtrec.models.layers import ExtractionLayer, cross, feature_inputs, task_hea
 
 
 def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     streams = [x] * (len(tasks) + 1)  # one per task, then the shared stream
     for level in range(config.levels):

@@ -5,7 +5,7 @@ from mtrec.models.layers import cross, MLP, feature_inputs, task_head
 
 
 def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     shared = MLP(config.bottom_units, config.dropout, name="shared_bottom")(x)
     outputs = {t.name: task_head(shared, t, config.tower_units, config.dropout) for t in tasks}

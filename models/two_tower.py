@@ -21,7 +21,7 @@ def is_query_feature(name: str, query_features) -> bool:
 
 
 def _tower(vocab_sizes, numeric, config, name):
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim)
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     if config.bottom_units:
         x = MLP(config.bottom_units, config.dropout, name=f"{name}_mlp")(x)
     embedding = keras.layers.Dense(config.embedding_dim, name=f"{name}_embedding")(x)

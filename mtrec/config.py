@@ -146,6 +146,7 @@ class ModelConfig:
 
     architecture: str = "mmoe"
     embedding_dim: int = 16
+    embedding_l2: float = 0.0
     cross_layers: int = 1
     cross_projection_dim: Optional[int] = None
     bottom_units: List[int] = field(default_factory=lambda: [128, 64])

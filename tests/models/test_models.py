@@ -79,3 +79,12 @@ def test_bad_sizes_fail_early_naming_the_value():
         MixtureOfExperts(0, [4], 2)
     with pytest.raises(ValueError, match="unknown architecture 'transformer'"):
         build_model("transformer", VOCABS, NUMERIC, TASKS, ModelConfig())
+
+
+def test_embedding_l2_adds_a_penalty_that_grows_with_the_tables():
+    plain = build_model("mmoe", VOCABS, NUMERIC, TASKS, ModelConfig())
+    assert not plain.losses
+    model = build_model("mmoe", VOCABS, NUMERIC, TASKS, ModelConfig(embedding_l2=1e-3))
+    tables = [layer.embeddings for layer in model.layers if layer.name.endswith("_embedding")]
+    expected = 1e-3 * sum(float(tf.reduce_sum(t ** 2)) for t in tables)
+    np.testing.assert_allclose(float(tf.add_n(model.losses)), expected, rtol=1e-5)
