@@ -23,8 +23,10 @@ def preprocessing_fn(inputs, custom_config):
     features = config.features
     outputs = {}
     for name in features.ids + features.categorical:
+        # Named per feature: TFT's lookup tables take their shared name from this scope, and two
+        # pipelines in one process (tests, notebooks) would otherwise collide on a numbered one.
         outputs[name] = tft.compute_and_apply_vocabulary(
-            inputs[name], num_oov_buckets=features.oov_buckets, vocab_filename=name)
+            inputs[name], num_oov_buckets=features.oov_buckets, vocab_filename=name, name=f"vocabulary_{name}")
     for name in features.numeric:
         value = tf.cast(inputs[name], tf.float32)
         outputs[name] = tft.scale_to_z_score(value)
