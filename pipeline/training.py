@@ -165,7 +165,9 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     raw_spec = {name: spec for name, spec in tft_output.raw_feature_spec().items() if name in config.features.names}
 
     def predict(raw_features):
-        return network(network.tft_layer(raw_features))
+        outputs = network(network.tft_layer(raw_features))
+        # Keras returns a lone output bare; TFMA and clients need {task: scores} whatever the count.
+        return outputs if isinstance(outputs, dict) else {network.output_names[0]: outputs}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized):

@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+from mtrec.config import ConfigError
 
 MTREC = os.path.join(os.path.dirname(sys.executable), "mtrec")
 
@@ -54,9 +57,16 @@ def test_run_refuses_bad_input_with_a_clear_message(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: {architecture: transformer}\n")
     bad_config = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--config", str(tmp_path / "bad.yaml"))
     assert bad_config.returncode == 2 and "model.architecture='transformer'" in bad_config.stderr
-    no_data = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--dataset", "movielens-100k")
-    assert no_data.returncode == 2 and "--dataset movielens-100k needs --data-dir" in no_data.stderr
     wrong = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--dataset", "movielens-100k", "--data-dir", str(tmp_path))
     assert wrong.returncode == 2 and "missing u.data" in wrong.stderr
-    protocol = _mtrec("run", "--work-dir", str(tmp_path / "w"), "--protocol", "tfrs")
-    assert protocol.returncode == 2 and "--protocol tfrs needs --dataset movielens-100k" in protocol.stderr
+
+
+def test_dataset_flags_need_their_companions():
+    from mtrec import cli
+    parse = lambda *argv: cli.load_config(cli._parser().parse_args(["run", "--work-dir", "w", *argv]))  # noqa: E731
+    with pytest.raises(ConfigError, match="--dataset movielens-100k needs --data-dir"):
+        parse("--dataset", "movielens-100k")
+    with pytest.raises(ConfigError, match="--protocol tfrs needs --dataset movielens-100k"):
+        parse("--protocol", "tfrs")
+    config = parse("--dataset", "movielens-100k", "--data-dir", "/ml", "--protocol", "tfrs", "--weighting", "dwa")
+    assert (config.data.split_seed, config.model.architecture, config.model.weighting) == (42, "two_tower", "dwa")
