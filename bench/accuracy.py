@@ -29,23 +29,18 @@ from sklearn.metrics import roc_auc_score
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.pipeline import runner
 from mtrec.pipeline.summary import latest_run_outputs
-from mtrec.pipeline.training import train, vocab_sizes
+from mtrec.pipeline.training import label_splitter, train, vocab_sizes
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 
 
 def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig, shuffle: bool) -> tf.data.Dataset:
     files = sorted(glob.glob(os.path.join(uri, f"Split-{split}", "*.gz")))
-    spec = tft_output.transformed_feature_spec()
-    labels = set(config.label_keys)
+    spec, split = tft_output.transformed_feature_spec(), label_splitter(config)
     data = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
         data = data.shuffle(100_000, seed=config.training.seed)
-
-    def parse(serialized):
-        batch = tf.io.parse_example(serialized, spec)
-        return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
-
+    parse = lambda serialized: split(tf.io.parse_example(serialized, spec))  # noqa: E731
     return data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
 
 
@@ -119,11 +114,11 @@ def main(argv=None) -> int:
                                                                      weighting=weighting))
         config.validate()
         started = time.time()
-        network, log = train(config, transformed_dataset(examples_uri, "train", tft_output, config, True),
-                             transformed_dataset(examples_uri, "eval", tft_output, config, False),
+        eval_data = transformed_dataset(examples_uri, "eval", tft_output, config, False)
+        network, log = train(config, transformed_dataset(examples_uri, "train", tft_output, config, True), eval_data,
                              vocab_sizes(config, tft_output), log_dir=None)
         seconds = time.time() - started
-        tasks = score(network, transformed_dataset(examples_uri, "eval", tft_output, config, False), config)
+        tasks = score(network, eval_data, config)
         for name, auc in oracle.items():
             tasks[name].update(oracle_auc=auc, gap=auc - tasks[name]["auc"])
         results.append({"architecture": architecture, "weighting": weighting, "epochs": log["epochs"],

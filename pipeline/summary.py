@@ -190,9 +190,9 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
         summary["rmse"] = summary["tasks"][regression]["root_mean_squared_error"]
     if config.protocol == "tfrs":
         summary["tfrs_tutorial"] = TFRS_TUTORIAL
-        baselines = _read_json(get(SINGLE_TASK_TRAINER, "model_run"), TRAINING_LOG)
-        if baselines and retrieval and regression:
-            summary["tfrs_comparison"] = tfrs_comparison(summary, baselines, retrieval, regression)
+        baseline_logs = _read_json(get(SINGLE_TASK_TRAINER, "model_run"), TRAINING_LOG)
+        if baseline_logs and retrieval and regression:
+            summary["tfrs_comparison"] = tfrs_comparison(summary, baseline_logs, retrieval, regression)
     return summary
 
 

@@ -56,12 +56,17 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
         files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size, num_epochs=epochs,
                                               shuffle=shuffle, shuffle_seed=config.training.seed),
         tft_output.transformed_metadata.schema)
+    return data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def label_splitter(config: PipelineConfig):
+    """batch -> (features, {label name: label}): what `MultiTaskModel` trains and evaluates on."""
     labels = set(config.label_keys)
 
     def split(batch):
         return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
 
-    return data.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return split
 
 
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
