@@ -2,12 +2,12 @@
 
 The design card keeps `components/`, `pipeline/`, `models/` and `schemas/` at the top level of the
 repository; they install as the sub-packages `mtrec.components`, `mtrec.pipeline`, `mtrec.models`
-and `mtrec.schemas`. Exact versions of the tested set are in constraints.txt.
+`mtrec.schemas`, `mtrec.serving` and `mtrec.kubeflow`. Exact versions of the tested set are in constraints.txt.
 """
 from setuptools import setup
 
 SUBPACKAGES = {"components": "components", "pipeline": "pipeline", "models": "models", "schemas": "schemas",
-               "serving": "serving"}
+               "serving": "serving", "kubeflow": "kubeflow"}
 
 setup(
     name="mtrec",
@@ -38,6 +38,8 @@ setup(
         "dill",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "nbformat", "nbclient", "ipykernel"]},
+    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "nbformat", "nbclient", "ipykernel"],
+                    # bench/train_throughput.py's peer; never imported by the package
+                    "bench": ["deepctr==0.9.4"]},
     entry_points={"console_scripts": ["mtrec=mtrec.cli:main"]},
 )

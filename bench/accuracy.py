@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.pipeline import runner
 from mtrec.pipeline.summary import latest_run_outputs
-from mtrec.pipeline.training import label_splitter, train, vocab_sizes
+from mtrec.pipeline.training import example_count, label_splitter, train, vocab_sizes
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 
@@ -41,7 +41,9 @@ def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig
     if shuffle:
         data = data.shuffle(100_000, seed=config.training.seed)
     parse = lambda serialized: split(tf.io.parse_example(serialized, spec))  # noqa: E731
-    return data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
+    data = data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
+    # Several steps per call (steps_per_execution) need the epoch's length.
+    return data.apply(tf.data.experimental.assert_cardinality(-(-example_count(files) // config.training.batch_size)))
 
 
 def score(network, eval_data, config: PipelineConfig) -> dict:

@@ -278,11 +278,14 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, input_format: str = "jsonl", split: str = "time", eval_days: int = 1,
-                 eval_percent: int = 20, split_seed: int = 0):
+                 eval_percent: int = 20, split_seed: int = 0, fingerprint=None):
+        """`fingerprint` defaults to `input_fingerprint(input_base)`, taken now; a compiled
+        (Kubeflow) pipeline passes a run-time parameter instead, as its files are read later."""
         if input_format not in ("jsonl", "csv"):
             raise ValueError(f"LogExampleGen: input_format={input_format!r}; expected jsonl or csv")
         super().__init__(spec=LogExampleGenSpec(
             input_base=input_base, input_format=input_format, split=split, eval_days=eval_days,
-            eval_percent=eval_percent, split_seed=split_seed, input_fingerprint=input_fingerprint(input_base),
+            eval_percent=eval_percent, split_seed=split_seed,
+            input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=DeadLetter)))

@@ -109,7 +109,8 @@ def task_head(x, task, tower_units: Sequence[int], dropout: float = 0.0):
     if tower_units:
         x = MLP(tower_units, dropout, name=f"{task.name}_tower")(x)
     activation = "sigmoid" if task.type == "binary" else None
-    return keras.layers.Dense(1, activation=activation, name=task.name)(x)
+    # float32 even under a mixed-precision policy: losses and scores need the full range.
+    return keras.layers.Dense(1, activation=activation, name=task.name, dtype="float32")(x)
 
 
 @keras.utils.register_keras_serializable(package="mtrec")

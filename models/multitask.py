@@ -113,6 +113,9 @@ class MultiTaskModel(keras.Model):
     def __init__(self, network: keras.Model, tasks: Sequence[TaskConfig], objectives: list, weighting: Weighting,
                  **kwargs):
         super().__init__(name=f"{network.name}_trainer", **kwargs)
+        # Every value a step returns is already global (metric results, task weights every replica
+        # holds alike): take one replica's, where Keras would sum them.
+        self.distribute_reduction_method = "first"
         self.network, self.tasks, self.objectives, self.weighting = network, list(tasks), objectives, weighting
         self.shared = shared_variables(network) if weighting.needs_task_gradients else []
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -135,9 +138,12 @@ class MultiTaskModel(keras.Model):
         return {t.name: objective(features, labels, outputs) for t, objective in zip(self.tasks, self.objectives)}
 
     def _update_metrics(self, labels, outputs, losses):
-        self.loss_tracker.update_state(tf.add_n([t.weight * losses[t.name] for t in self.tasks]))
+        # Task losses are this replica's share of the global-batch mean; times the replicas, each
+        # is its own batch's mean, and the metrics' mean over replicas is the global one.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        self.loss_tracker.update_state(replicas * tf.add_n([t.weight * losses[t.name] for t in self.tasks]))
         for t in self.tasks:
-            self.task_losses[t.name].update_state(losses[t.name])
+            self.task_losses[t.name].update_state(replicas * losses[t.name])
             if t.name in self.task_metrics:
                 weight = labels[t.given] if t.given else None
                 self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name], sample_weight=weight)
@@ -150,8 +156,9 @@ class MultiTaskModel(keras.Model):
             losses = self.compute_task_losses(features, labels, outputs)
             objective = self.weighting.objective(losses)
             if self.network.losses:
-                objective += tf.add_n(self.network.losses)
-        self.optimizer.apply_gradients(zip(tape.gradient(objective, variables), variables))
+                objective += tf.nn.scale_regularization_loss(tf.add_n(self.network.losses))
+        # minimize, not tape.gradient: under mixed_float16 the LossScaleOptimizer scales the loss.
+        self.optimizer.minimize(objective, variables, tape=tape)
         self.weighting.after_step(losses, tape, self.shared)
         del tape
         self._update_metrics(labels, outputs, losses)
@@ -182,10 +189,12 @@ class WeightingCallback(keras.callbacks.Callback):
 
 def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
                           item_probability: Optional[np.ndarray] = None) -> MultiTaskModel:
-    """The configured architecture and weighting, compiled with Adam."""
+    """The configured architecture and weighting, compiled with Adam. Build it inside the
+    distribution strategy's scope."""
     network = build_model(config.model.architecture, vocab_sizes, config.features.numeric, config.tasks, config.model)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)
-    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate))
+    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
+                  steps_per_execution=config.training.steps_per_execution, jit_compile=config.training.jit_compile)
     return model

@@ -24,7 +24,7 @@ def _tower(vocab_sizes, numeric, config, name):
     inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
     if config.bottom_units:
         x = MLP(config.bottom_units, config.dropout, name=f"{name}_mlp")(x)
-    embedding = keras.layers.Dense(config.embedding_dim, name=f"{name}_embedding")(x)
+    embedding = keras.layers.Dense(config.embedding_dim, name=f"{name}_embedding", dtype="float32")(x)
     return inputs, keras.Model(inputs, embedding, name=name)
 
 

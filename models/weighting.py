@@ -24,6 +24,12 @@ import tf_keras as keras
 from mtrec.config import REGRESSION, TaskConfig
 
 
+def _state(initial, name: str) -> tf.Variable:
+    """A non-trained variable every replica updates to the same value (from all-reduced inputs):
+    under tf.distribute, the first replica's update is kept."""
+    return tf.Variable(initial, trainable=False, name=name, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
 class Weighting(tf.Module):
     """Fixed weights from the config; the base of the learned schemes."""
 
@@ -33,7 +39,7 @@ class Weighting(tf.Module):
     def __init__(self, tasks: Sequence[TaskConfig], name: str = "fixed"):
         super().__init__(name=name)
         self.task_names = [t.name for t in tasks]
-        self.task_weights = tf.Variable([float(t.weight) for t in tasks], trainable=False, name="task_weights")
+        self.task_weights = _state([float(t.weight) for t in tasks], "task_weights")
 
     def weights(self) -> Dict[str, tf.Tensor]:
         return {name: self.task_weights[i] for i, name in enumerate(self.task_names)}
@@ -65,7 +71,8 @@ class Uncertainty(Weighting):
         return {name: factors[i] for i, name in enumerate(self.task_names)}
 
     def objective(self, losses):
-        return super().objective(losses) + 0.5 * tf.reduce_sum(self.log_variances)
+        # Per replica: gradients add up over replicas, so the regulariser is split among them.
+        return super().objective(losses) + tf.nn.scale_regularization_loss(0.5 * tf.reduce_sum(self.log_variances))
 
     @property
     def learned_variables(self):
@@ -79,17 +86,21 @@ class GradNorm(Weighting):
         super().__init__(tasks, name="gradnorm")
         self.task_weights.assign(tf.ones(len(tasks)))
         self.alpha = alpha
-        self.initial_losses = tf.Variable(tf.zeros(len(tasks)), trainable=False, name="initial_losses")
+        self.initial_losses = _state(tf.zeros(len(tasks)), "initial_losses")
         self.optimizer = keras.optimizers.Adam(learning_rate)
-        self.grad_norms = tf.Variable(tf.zeros(len(tasks)), trainable=False, name="grad_norms")
+        self.grad_norms = _state(tf.zeros(len(tasks)), "grad_norms")
 
     def after_step(self, losses, tape, shared):
-        loss = tf.stack([losses[name] for name in self.task_names])
-        if tf.reduce_all(self.initial_losses == 0.0):
-            self.initial_losses.assign(tf.maximum(loss, 1e-8))
+        # Under tf.distribute each replica holds its share of the global losses and gradients:
+        # summed over replicas, every replica computes the single-device update.
+        replica = tf.distribute.get_replica_context()
+        loss = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([losses[name] for name in self.task_names]))
+        first_step = tf.reduce_all(self.initial_losses == 0.0)  # no `if`: no sync point inside a cond
+        self.initial_losses.assign(tf.where(first_step, tf.maximum(loss, 1e-8), self.initial_losses))
         # ||d(L_i)/dW|| per task at the shared layer; the weighted norm G_i = w_i * that.
-        norms = tf.stack([tf.linalg.global_norm([g for g in tape.gradient(losses[name], shared) if g is not None])
-                          for name in self.task_names])
+        gradients = [[g for g in tape.gradient(losses[name], shared) if g is not None] for name in self.task_names]
+        gradients = replica.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        norms = tf.stack([tf.linalg.global_norm(g) for g in gradients])
         weighted = self.task_weights * norms
         self.grad_norms.assign(weighted)
         ratio = loss / self.initial_losses
@@ -97,7 +108,8 @@ class GradNorm(Weighting):
         target = tf.stop_gradient(tf.reduce_mean(weighted) * relative_rate ** self.alpha)
         # d/dw_i of sum |w_i n_i - target_i|, with the target held constant as in the paper.
         gradient = tf.sign(weighted - target) * norms
-        self.optimizer.apply_gradients([(gradient, self.task_weights)])
+        # The optimizer sums gradients over replicas; each replica holds the whole one.
+        self.optimizer.apply_gradients([(gradient / replica.num_replicas_in_sync, self.task_weights)])
         positive = tf.maximum(self.task_weights, 1e-3)
         self.task_weights.assign(positive * len(self.task_names) / tf.reduce_sum(positive))
 

@@ -7,6 +7,7 @@
     mtrec serve --model-base-path DIR      serve the pushed versions over TF Serving's gRPC and REST APIs
     mtrec query --target H:P --json '{..}' task scores from TF Serving (real or `mtrec serve`)
     mtrec recommend --user-json .. --items F   top-K items by a blend of task scores
+    mtrec kfp compile|upload|run           the pipeline on Kubeflow Pipelines
 """
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--orchestrator", choices=ORCHESTRATORS,
                      help="TFX LocalDagRunner (default) or BeamDagRunner")
+    run.add_argument("--beam-arg", action="append", dest="beam_args", metavar="ARG",
+                     help="Beam pipeline argument, repeatable (replaces the config's beam_args), e.g. "
+                          "--beam-arg=--direct_running_mode=multi_processing --beam-arg=--direct_num_workers=0")
 
     data = commands.add_parser("data", help="download a public dataset",
                                description="Download a public dataset for `mtrec run --dataset NAME --data-dir DIR`. "
@@ -73,7 +77,69 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("config", help="print the default configuration as YAML")
     serving_commands.add_commands(commands)
+    _kfp_parser(commands)
     return parser
+
+
+def _kfp_parser(commands) -> None:
+    kfp = commands.add_parser("kfp", help="compile, upload and run the pipeline on Kubeflow Pipelines",
+                              description="The same pipeline on Kubeflow Pipelines: compiled with TFX's "
+                                          "KubeflowV2DagRunner, run in the pipeline image (kubeflow/Dockerfile).")
+    verbs = kfp.add_subparsers(dest="kfp_command", required=True, metavar="VERB")
+    build = verbs.add_parser("compile", help="write pipeline.json (Vertex PipelineJob) and pipeline.yaml (OSS KFP)")
+    build.add_argument("--output-dir", required=True, help="where to write pipeline.json and pipeline.yaml")
+    build.add_argument("--config", help="YAML config (see `mtrec config`); flags below override it")
+    build.add_argument("--data", help="URI of the raw logs the pods read (gs://...): events*, items*, users* files")
+    build.add_argument("--pipeline-root", help="URI for the pipeline's artifacts (gs://...)")
+    build.add_argument("--serving-dir", help="URI the Pusher writes versions under (default PIPELINE_ROOT/serving)")
+    build.add_argument("--image", help="pipeline image every component runs in (default: kubeflow.image)")
+    build.add_argument("--beam-arg", action="append", dest="beam_args", metavar="ARG",
+                       help="Beam pipeline argument, repeatable (replaces the config's beam_args), e.g. "
+                            "--beam-arg=--runner=DataflowRunner")
+    build.add_argument("--trainer-cpu", type=float, help="Trainer pod CPU limit")
+    build.add_argument("--trainer-memory-gb", type=float, help="Trainer pod memory limit (GB)")
+    build.add_argument("--trainer-gpus", type=int, help="Trainer pod GPUs (use with training.strategy: mirrored)")
+    for verb, text in (("upload", "upload a compiled pipeline.yaml to a KFP API server"),
+                       ("run", "start a run of a compiled pipeline.yaml")):
+        command = verbs.add_parser(verb, help=text)
+        command.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://127.0.0.1:8080")
+        command.add_argument("--package", required=True, help="the compiled pipeline.yaml")
+    upload, start = verbs.choices["upload"], verbs.choices["run"]
+    upload.add_argument("--name", help="pipeline name (default: the compiled one)")
+    upload.add_argument("--version", help="add this version to an existing pipeline of that name")
+    start.add_argument("--experiment", default="mtrec", help="experiment to run in (default mtrec)")
+    start.add_argument("--run-name", help="name of the run")
+    start.add_argument("--pipeline-root", help="override the compiled pipeline root (gs://...)")
+    start.add_argument("--data-version", default="",
+                       help="names the log drop (e.g. its date): a new value makes KFP's cache re-read the logs")
+
+
+def kfp_command(args) -> int:
+    from mtrec.kubeflow import pipelines
+
+    if args.kfp_command == "compile":
+        raw = PipelineConfig().to_dict()
+        if args.config:
+            _merge(raw, PipelineConfig.read_yaml(args.config))
+        if args.data:
+            raw["data"].update(path=args.data, source="events" if raw["data"]["source"] == "synthetic"
+                               else raw["data"]["source"])
+        for key in ("pipeline_root", "serving_dir", "image", "trainer_cpu", "trainer_memory_gb", "trainer_gpus"):
+            if getattr(args, key) is not None:
+                raw["kubeflow"][key] = getattr(args, key)
+        if args.beam_args:
+            raw["beam_args"] = args.beam_args
+        json_path, yaml_path = pipelines.compile_pipeline(PipelineConfig.from_dict(raw), args.output_dir)
+        print(f"Wrote {json_path} (KubeflowV2DagRunner PipelineJob) and {yaml_path} (OSS KFP pipeline spec)\n"
+              f"{pipelines.summary(json_path)}")
+    elif args.kfp_command == "upload":
+        print(f"Uploaded {args.package} to {args.host}: pipeline id "
+              f"{pipelines.upload(args.host, args.package, args.name, args.version)}")
+    else:
+        run_id = pipelines.run(args.host, args.package, args.experiment, args.run_name, args.pipeline_root,
+                               {pipelines.DATA_VERSION: args.data_version} if args.data_version else None)
+        print(f"Started run {run_id} on {args.host}")
+    return 0
 
 
 def load_config(args) -> PipelineConfig:
@@ -102,6 +168,8 @@ def load_config(args) -> PipelineConfig:
         raw["training"]["epochs"] = args.epochs
     if args.orchestrator:
         raw["orchestrator"] = args.orchestrator
+    if args.beam_args:
+        raw["beam_args"] = args.beam_args
     return PipelineConfig.from_dict(raw)
 
 
@@ -166,6 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command in serving_commands.COMMANDS:
             return serving_commands.run(args)
+        if args.command == "kfp":
+            return kfp_command(args)
         if args.command == "config":
             print(PipelineConfig().to_yaml(), end="")
         elif args.command == "generate-logs":

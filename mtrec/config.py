@@ -26,6 +26,8 @@ SOURCES = ("synthetic", "events", "examples", "movielens-100k")
 GATE_BASELINES = ("latest_blessed", "single_task")
 PROTOCOLS = ("", "tfrs")
 DATASETS = ("synthetic", "movielens-100k")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+PRECISIONS = ("", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -166,13 +168,54 @@ class ModelConfig:
 @dataclass
 class TrainingConfig:
     """Adam with early stopping: at most `epochs` passes, stopping after `patience` epochs without a
-    better validation loss and keeping the best weights."""
+    better validation loss and keeping the best weights.
+
+    Args:
+      batch_size: examples per replica; the global batch is this times the replicas in sync.
+      strategy: `default`, `one_device`, `mirrored` (local GPUs, else `logical_cpu_devices`) or
+        `multi_worker_mirrored` (the cluster in TF_CONFIG); see `mtrec.pipeline.distribution`.
+      logical_cpu_devices: split the CPU into this many devices before TensorFlow starts (0: no),
+        so `mirrored` can run without GPUs.
+      mixed_precision: "" (float32), `mixed_float16` (GPUs, with loss scaling) or `mixed_bfloat16`.
+      steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
+        results; callbacks still see every epoch). 1 under multi_worker_mirrored.
+      jit_compile: compile the train step with XLA.
+      backup_dir: where BackupAndRestore keeps the last epoch; "" puts it beside the Trainer's outputs.
+    """
 
     batch_size: int = 256
     epochs: int = 10
     patience: int = 2
     learning_rate: float = 0.003
     seed: int = 0
+    strategy: str = "default"
+    logical_cpu_devices: int = 0
+    mixed_precision: str = ""
+    steps_per_execution: int = 32
+    jit_compile: bool = False
+    backup_dir: str = ""
+
+
+@dataclass
+class KubeflowConfig:
+    """Where and how `mtrec kfp compile` runs the pipeline on Kubeflow Pipelines.
+
+    Args:
+      image: the pipeline image (kubeflow/Dockerfile: TFX 1.16 + this package), in a registry the
+        cluster pulls from. Every component runs in it.
+      pipeline_root: where artifacts go (gs://...); the run can override it.
+      serving_dir: where the Pusher writes `<model>/<version>/`; "" is `<pipeline_root>/serving`.
+      trainer_cpu, trainer_memory_gb, trainer_gpus, gpu_type: the Trainer pod's resources (0: the
+        cluster's defaults); with GPUs, set `training.strategy: mirrored` to use them all.
+    """
+
+    image: str = "mtrec-pipeline:0.1.0"
+    pipeline_root: str = ""
+    serving_dir: str = ""
+    trainer_cpu: float = 0.0
+    trainer_memory_gb: float = 0.0
+    trainer_gpus: int = 0
+    gpu_type: str = "NVIDIA_TESLA_T4"
 
 
 def _default_tasks() -> List[TaskConfig]:
@@ -209,6 +252,7 @@ class PipelineConfig:
     gate_against: str = "latest_blessed"
     protocol: str = ""
     beam_args: List[str] = field(default_factory=lambda: ["--direct_running_mode=in_memory"])
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
 
     def __post_init__(self):
         self.validate()
@@ -239,6 +283,15 @@ class PipelineConfig:
                "num_experts, task_experts and levels must be >= 1")
         _check(0.0 <= model.stitch_self_weight <= 1.0, "model.stitch_self_weight", model.stitch_self_weight,
                "must be in [0, 1]")
+        training = self.training
+        _check(training.strategy in STRATEGIES, "training.strategy", training.strategy, f"must be one of {STRATEGIES}")
+        _check(training.mixed_precision in PRECISIONS, "training.mixed_precision", training.mixed_precision,
+               f"must be one of {PRECISIONS}")
+        _check(training.batch_size >= 1, "training.batch_size", training.batch_size, "must be >= 1")
+        _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
+               "must be >= 1")
+        _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,
+               "must be >= 0")
         _check(self.protocol in PROTOCOLS, "protocol", self.protocol, f"must be one of {PROTOCOLS}")
         _check(self.gate_against in GATE_BASELINES, "gate_against", self.gate_against, f"must be one of {GATE_BASELINES}")
         _check(self.gate_against != "single_task" or self.baselines, "gate_against", self.gate_against,

@@ -56,12 +56,13 @@ def _hash_split(eval_percent: int) -> tfx.proto.Output:
         tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_percent)]))
 
 
-def example_gen(config: PipelineConfig, data_dir: str):
+def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None):
     """Raw event logs go through LogExampleGen; ready example tables through TFX's own ExampleGens."""
     data = config.data
     if data.source in ("synthetic", "events", "movielens-100k"):
         return LogExampleGen(input_base=data_dir, input_format=data.format, split=data.split,
-                             eval_days=data.eval_days, eval_percent=data.eval_percent, split_seed=data.split_seed)
+                             eval_days=data.eval_days, eval_percent=data.eval_percent, split_seed=data.split_seed,
+                             fingerprint=fingerprint)
     output = _hash_split(data.eval_percent)
     if data.format == "csv":
         return tfx.components.CsvExampleGen(input_base=data_dir, output_config=output)
@@ -72,10 +73,11 @@ def example_gen(config: PipelineConfig, data_dir: str):
         custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor))
 
 
-def schema_gen(config: PipelineConfig, statistics):
+def schema_gen(config: PipelineConfig, statistics, default_schema: str = DEFAULT_SCHEMA):
     if config.data.schema == "infer":
         return tfx.components.SchemaGen(statistics=statistics, infer_feature_shape=True)
-    path = DEFAULT_SCHEMA if config.data.schema == "default" else os.path.abspath(config.data.schema)
+    path = default_schema if config.data.schema == "default" else config.data.schema
+    path = path if "://" in path else os.path.abspath(path)
     return tfx.components.ImportSchemaGen(schema_file=path)
 
 
@@ -93,19 +95,25 @@ def code_fingerprint(*modules) -> str:
     return digest.hexdigest()[:16]
 
 
-def create_components(config: PipelineConfig, paths: PipelinePaths) -> List:
+def transform_component(config: PipelineConfig, examples, schema):
+    return tfx.components.Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+                                    custom_config={"config": config.transform_json(),
+                                                   "code": code_fingerprint(preprocessing, config_module)})
+
+
+def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file: str = DEFAULT_SCHEMA,
+                      data_fingerprint=None) -> List:
+    """The pipeline's components; `schema_file` is the default schema's path where they run and
+    `data_fingerprint` what tells TFX's cache that the logs changed (default: their files now)."""
     custom_config = {"config": config.training_json(), "code": code_fingerprint(models, training, preprocessing, config_module)}
-    ingest = example_gen(config, paths.data)
+    ingest = example_gen(config, paths.data, data_fingerprint)
     examples = ingest.outputs["examples"]
     statistics = tfx.components.StatisticsGen(examples=examples)
-    schema = schema_gen(config, statistics.outputs["statistics"])
+    schema = schema_gen(config, statistics.outputs["statistics"], schema_file)
     validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
                                                 schema=schema.outputs["schema"])
     gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
-    transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
-                                         preprocessing_fn=PREPROCESSING_FN,
-                                         custom_config={"config": config.transform_json(),
-                                                        "code": code_fingerprint(preprocessing, config_module)})
+    transform = transform_component(config, examples, schema.outputs["schema"])
     transform.add_upstream_node(gate)
     def trainer_on(custom):
         return tfx.components.Trainer(

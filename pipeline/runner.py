@@ -15,6 +15,7 @@ import absl.logging
 from mtrec.components.log_example_gen import TABLES, input_files
 from mtrec.config import PipelineConfig
 from mtrec.data import movielens, synthetic
+from mtrec.pipeline import distribution
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
 from mtrec.pipeline.report import plot_summary
 from mtrec.pipeline.summary import summarize
@@ -77,6 +78,8 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Dict:
     """Runs the whole pipeline; returns (and writes to `work_dir/run_summary.json`) the run summary."""
     work_dir = os.path.abspath(work_dir)
+    # Before any component touches TensorFlow: LocalDagRunner runs them all in this process.
+    distribution.configure_logical_cpus(config.training.logical_cpu_devices)
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
         data_dir = synthetic_data_dir(config, work_dir)

@@ -33,6 +33,7 @@ from tfx_bsl.public import tfxio
 from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
 from mtrec.models.multitask import WeightingCallback, build_multitask_model
 from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
+from mtrec.pipeline import distribution
 from mtrec.pipeline.preprocessing import bucket_name
 from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SERVING_DEFAULT, SERVING_RAW,
                                      WEIGHT_PREFIX)
@@ -51,13 +52,31 @@ def vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> Di
 
 
 def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
-            epochs: Optional[int] = 1) -> tf.data.Dataset:
-    """(transformed features, {label name: label}) batches."""
+            epochs: Optional[int] = 1, replicas: int = 1) -> tf.data.Dataset:
+    """(transformed features, {label name: label}) batches of the global batch size: batch_size
+    per replica. Workers of a cluster each keep their share of the batches (DATA sharding: the
+    Transform output has fewer files than a cluster may have workers)."""
     data = data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size, num_epochs=epochs,
+        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size * replicas, num_epochs=epochs,
                                               shuffle=shuffle, shuffle_seed=config.training.seed),
         tft_output.transformed_metadata.schema)
-    return data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch is to
+        # run several steps per call
+        batches = -(-example_count(files) // (config.training.batch_size * replicas))
+        data = data.apply(tf.data.experimental.assert_cardinality(batches * epochs))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return (data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
+
+
+def example_count(files) -> int:
+    """Records in `files` (TFRecord patterns, gzipped or not), counted without parsing them."""
+    paths = sorted(p for pattern in ([files] if isinstance(files, str) else files) for p in tf.io.gfile.glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no examples match {files}")
+    compression = "GZIP" if paths[0].endswith(".gz") else ""
+    return int(tf.data.TFRecordDataset(paths, compression_type=compression).reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def label_splitter(config: PipelineConfig):
@@ -128,21 +147,35 @@ def retrieval_metrics(network: keras.Model, data: tf.data.Dataset, items: Dict[s
 # --- training and export -------------------------------------------------------------------------
 
 def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
-          item_probability: Optional[np.ndarray] = None) -> Tuple[keras.Model, Dict]:
-    """Fits the configured model; returns the network and {epoch metrics, task weights per epoch}."""
+          item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
+          backup: Optional[str] = None) -> Tuple[keras.Model, Dict]:
+    """Fits the configured model under `strategy`, resuming from the `backup` dir if it holds an
+    interrupted run's last epoch; returns the network and {epoch metrics, task weights per epoch}."""
     keras.utils.set_random_seed(config.training.seed)
-    model = build_multitask_model(config, sizes, item_probability)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build_multitask_model(config, sizes, item_probability)
     weights = WeightingCallback(model.weighting)
     callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights]
+    if backup and isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        logging.warning("No epoch backups under one_device: Keras's BackupAndRestore does not support "
+                        "OneDeviceStrategy (the default strategy has them, on the same device)")
+    elif backup:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(backup))
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
-    logging.info("Training %s (%s weighting) on tasks %s", config.model.architecture, config.model.weighting,
-                 [t.name for t in config.tasks])
+    logging.info("Training %s (%s weighting) on tasks %s with %s, %d replica(s), global batch %d",
+                 config.model.architecture, config.model.weighting, [t.name for t in config.tasks],
+                 type(strategy).__name__, strategy.num_replicas_in_sync,
+                 config.training.batch_size * strategy.num_replicas_in_sync)
     history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=2,
                         callbacks=callbacks)
     final = model.evaluate(eval_data, verbose=0, return_dict=True)  # the restored best weights
     return model.network, {"architecture": config.model.architecture, "weighting": config.model.weighting,
-                           "epochs": len(history.epoch), "task_weights": weights.history,
+                           "strategy": config.training.strategy, "replicas": strategy.num_replicas_in_sync,
+                           "mixed_precision": config.training.mixed_precision or "float32",
+                           "epochs": len(history.epoch), "first_epoch": history.epoch[0] if history.epoch else None,
+                           "task_weights": weights.history,
                            "eval": {k: float(v) for k, v in final.items()},
                            "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
 
@@ -245,21 +278,44 @@ def _write_json(directory: str, name: str, value) -> None:
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point."""
+    """TFX Trainer entry point. In a multi-worker cluster every worker runs it (TF_CONFIG tells
+    them apart): all train and save, only the chief writes the model and logs."""
     config = PipelineConfig.from_json(fn_args.custom_config["config"])
+    # Devices and collectives first: both must be set up before TensorFlow's runtime starts.
+    distribution.configure_logical_cpus(config.training.logical_cpu_devices)
+    strategy = distribution.make_strategy(config.training)
+    if config.training.strategy == "multi_worker_mirrored" and config.training.steps_per_execution > 1:
+        # Several steps per call need every worker to know how many batches its shard holds;
+        # sharded by batch, the workers' last batches differ and their collectives would not match.
+        logging.warning("multi_worker_mirrored: steps_per_execution %d -> 1", config.training.steps_per_execution)
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, steps_per_execution=1))
+    distribution.set_precision(config.training)
+    try:
+        _train_and_export(fn_args, config, strategy)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # other components share the process
+
+
+def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.Strategy) -> None:
     single_task = bool(fn_args.custom_config.get("single_task"))
+    chief = distribution.is_chief()
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    make = lambda files, shuffle: dataset(files, fn_args.data_accessor, tft_output, config, shuffle)  # noqa: E731
+    replicas = strategy.num_replicas_in_sync
+    make = lambda files, shuffle: dataset(files, fn_args.data_accessor, tft_output, config, shuffle,  # noqa: E731
+                                          replicas=replicas)
     train_data, eval_data = make(fn_args.train_files, True), make(fn_args.eval_files, False)
     sizes = vocab_sizes(config, tft_output)
     retrieval = [t for t in config.tasks if t.type == RETRIEVAL]
     probability = item_frequencies(train_data, sizes["item_id"]) if retrieval else None
+    backup_root = distribution.backup_dir(config.training, fn_args.model_run_dir,
+                                          json.dumps([fn_args.custom_config, sorted(fn_args.train_files)], sort_keys=True))
 
     runs = ({t.name: single_task_config(config, t) for t in config.tasks} if single_task else {"": config})
     networks, logs, retrieval_logs = {}, {}, {}
     for name, run_config in runs.items():
-        log_dir = os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir
-        networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability)
+        log_dir = (os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir) if chief else None
+        networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability, strategy,
+                                           os.path.join(backup_root, name or "model"))
     items = item_table(train_data.concatenate(eval_data), _item_features(next(iter(networks.values())))) \
         if retrieval else None
     for task in retrieval:
@@ -269,10 +325,16 @@ def run_fn(fn_args) -> None:
             if name in ("", task.name):
                 retrieval_logs[task.name] = metrics
         logging.info("Retrieval %s on the eval split: %s", task.name, retrieval_logs[task.name])
+    # Every worker saves (saving may need collectives), only the chief where TFX looks.
+    export_dir = fn_args.serving_model_dir if chief else distribution.scratch_dir(fn_args.model_run_dir)
+    if single_task:
+        export_serving_model(side_by_side(networks), tft_output, config, export_dir)
+    else:
+        export_serving_model(networks[""], tft_output, config, export_dir, items)
+    if not chief:
+        tf.io.gfile.rmtree(export_dir)
+        distribution.wait_for_chief_export(fn_args.serving_model_dir)
+        return
     _write_json(fn_args.model_run_dir, TRAINING_LOG, logs if single_task else logs[""])
     if retrieval:
         _write_json(fn_args.model_run_dir, RETRIEVAL_LOG, retrieval_logs)
-    if single_task:
-        export_serving_model(side_by_side(networks), tft_output, config, fn_args.serving_model_dir)
-    else:
-        export_serving_model(networks[""], tft_output, config, fn_args.serving_model_dir, items)

@@ -6,3 +6,44 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import mtrec  # noqa: E402,F401
 
 MOVIELENS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ml-100k")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+# Tests on `small_run` share one xdist worker, so the run happens once.
+SMALL_RUN = pytest.mark.xdist_group("small_run")
+
+
+class SmallRun:
+    def __init__(self, work_dir, logs, summary):
+        self.work_dir, self.logs, self.summary = work_dir, logs, summary
+        self.metadata = os.path.join(work_dir, "metadata.db")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """`mtrec run` on 4000 impressions (3 epochs, no quality gates), trained with MirroredStrategy
+    over 2 logical CPUs. In a process of its own: LocalDagRunner runs every component in one
+    process, and logical devices must be configured before TensorFlow starts there."""
+    from mtrec.config import PipelineConfig
+    from mtrec.data import synthetic
+
+    root = tmp_path_factory.mktemp("small_run")
+    logs, work = root / "logs", root / "work"
+    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=4000, days=4, seed=3))
+    raw = PipelineConfig().to_dict()
+    raw["training"].update(epochs=3, strategy="mirrored", logical_cpu_devices=2)
+    for task in raw["tasks"]:
+        task["gate"] = {"bound": None, "tolerance": 1e6}  # plumbing, not quality
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "mtrec.cli", "run", "--work-dir", str(work), "--logs", str(logs),
+                           "--config", str(root / "config.yaml")], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(work / "run_summary.json") as f:
+        summary = json.load(f)
+    assert summary["pushed_model"], summary["failed_gates"]
+    return SmallRun(str(work), logs, summary)

@@ -19,7 +19,7 @@ def _mtrec(*args):
 def test_help_names_every_command():
     result = _mtrec("--help")
     assert result.returncode == 0
-    for command in ("generate-logs", "run", "data", "config", "serve", "query", "recommend"):
+    for command in ("generate-logs", "run", "data", "config", "serve", "query", "recommend", "kfp"):
         assert command in result.stdout
     run_help = _mtrec("run", "--help").stdout
     for flag in ("--work-dir", "--logs", "--config", "--model", "--weighting", "--baselines", "--dataset", "--protocol"):
@@ -70,3 +70,12 @@ def test_dataset_flags_need_their_companions():
         parse("--protocol", "tfrs")
     config = parse("--dataset", "movielens-100k", "--data-dir", "/ml", "--protocol", "tfrs", "--weighting", "dwa")
     assert (config.data.split_seed, config.model.architecture, config.model.weighting) == (42, "two_tower", "dwa")
+
+
+def test_beam_args_from_the_command_line_replace_the_configs():
+    from mtrec import cli
+    args = cli._parser().parse_args(["run", "--work-dir", "w", "--beam-arg=--direct_running_mode=multi_processing",
+                                     "--beam-arg=--direct_num_workers=0"])
+    assert cli.load_config(args).beam_args == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    assert cli.load_config(cli._parser().parse_args(["run", "--work-dir", "w"])).beam_args == \
+        ["--direct_running_mode=in_memory"]

@@ -42,6 +42,10 @@ def test_yaml_overrides_and_fills_task_defaults(tmp_path):
     ("gate_against: single_task\n", "gate_against"),  # needs baselines
     ("model: {stitch_self_weight: 1.5}\n", "model.stitch_self_weight"),
     ("protocol: kaggle\n", "protocol"),
+    ("training: {strategy: horovod}\n", "training.strategy"),
+    ("training: {mixed_precision: float8}\n", "training.mixed_precision"),
+    ("training: {steps_per_execution: 0}\n", "training.steps_per_execution"),
+    ("kubeflow: {trainer_gpus: two}\n", "kubeflow.trainer_gpus"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, named):
     path = tmp_path / "config.yaml"

@@ -1,4 +1,4 @@
-"""A pushed model from a real (small) pipeline run, and servers over its directory: ours always,
+"""The pushed model of the shared small pipeline run (tests/conftest.py), and servers over its directory: ours always,
 real `tensorflow_model_server` too when TF_SERVING_BIN names one (or it is on PATH)."""
 import json
 import os
@@ -11,9 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mtrec.config import DataConfig, PipelineConfig, ServingConfig
-from mtrec.data import synthetic
-from mtrec.pipeline import runner
+from mtrec.config import ServingConfig
 from mtrec.serving.manager import model_server_config
 from mtrec.serving.server import ModelServer
 
@@ -28,19 +26,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pushed(tmp_path_factory):
-    """(model base dir, version, logs dir): the pipeline's Pusher output on 4000 impressions."""
-    root = tmp_path_factory.mktemp("pipeline")
-    logs = root / "logs"
-    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=4000, days=4, seed=3))
-    raw = PipelineConfig(data=DataConfig(source="events", path=str(logs))).to_dict()
-    raw["training"]["epochs"] = 1
-    for task in raw["tasks"]:
-        task["gate"] = {"bound": None, "tolerance": 1e6}  # plumbing, not quality
-    summary = runner.run(PipelineConfig.from_dict(raw), str(root / "work"), data_dir=str(logs), progress=lambda _: None)
-    assert summary["pushed_model"], summary["failed_gates"]
-    version_dir = summary["pushed_model"]
-    return os.path.dirname(version_dir), int(os.path.basename(version_dir)), logs
+def pushed(small_run):
+    """(model base dir, version, logs dir): the Pusher output of the shared small pipeline run."""
+    version_dir = small_run.summary["pushed_model"]
+    return os.path.dirname(version_dir), int(os.path.basename(version_dir)), small_run.logs
 
 
 def copy_model(pushed, tmp_path) -> str:

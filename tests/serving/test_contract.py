@@ -13,10 +13,11 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_
 
 from mtrec.serving.client import ServingClient, to_example
 from mtrec.serving.signatures import RANK, SERVING_DEFAULT, SERVING_RAW
+from tests.conftest import SMALL_RUN
 from tests.serving.conftest import MODEL, user_rows
 
 TASKS = {"click", "like", "purchase", "dwell"}
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = SMALL_RUN
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ from tfx.utils import io_utils
 
 from mtrec.serving.client import ServingClient
 from mtrec.serving.signatures import SERVING_RAW
+from tests.conftest import SMALL_RUN
 from tests.serving.conftest import MODEL, copy_model, free_port, start_local, user_rows, wait_serving
 
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = SMALL_RUN
 MTREC = os.path.join(os.path.dirname(sys.executable), "mtrec")
 
 

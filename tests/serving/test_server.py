@@ -25,9 +25,10 @@ from mtrec.serving.client import ServingClient, to_example
 from mtrec.serving.manager import model_server_config
 from mtrec.serving.server import ModelServer
 from mtrec.serving.signatures import SERVING_DEFAULT
+from tests.conftest import SMALL_RUN
 from tests.serving.conftest import MODEL, copy_model, start_local, user_rows
 
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = SMALL_RUN
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(ROOT, "kubeflow", "serving")
 MTREC = os.path.join(os.path.dirname(sys.executable), "mtrec")

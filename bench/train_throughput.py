@@ -1,0 +1,217 @@
+"""Training throughput: our Trainer's input pipeline + fit, the raw train_step, and DeepCTR's MMOE.
+
+    python bench/train_throughput.py --work-dir work --out bench/results/train_throughput.json
+
+Reads the Transform output of a finished `mtrec run` in WORK_DIR (the main job's, by default) and,
+in one process, for one fixed MMoE configuration (the default config's sizes and tasks):
+  - `mtrec_examples_per_s`: what the Trainer runs, the TFRecord input pipeline of
+    `mtrec.pipeline.training.dataset` (TFXIO, parallel reads, parsing and prefetch) into
+    `Model.fit` with the config's batch size, steps_per_execution and jit_compile;
+  - `raw_step_examples_per_s`: the same model's train_step on batches already in memory, 32 steps
+    per tf.function call (Python out of the loop): the ceiling of any input pipeline;
+  - `deepctr_examples_per_s`: DeepCTR's MMOE (a bench-only extra: `pip install deepctr==0.9.4`) with
+    the same features, embedding size, experts, towers and batch size, fed from numpy arrays as
+    its documentation does.
+Steady state: the first `--warmup` share of steps (tracing, compilation) is not counted. Also
+measures each setting on its own (batch size, steps_per_execution, XLA, input pipeline alone),
+so the JSON says what each bought, and the configured fit with TFXIO's parallel reads, parsing
+and prefetch taken away. Goals: >= 2x DeepCTR; >= 0.8 of the raw train_step rate.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from tfx.components.trainer.fn_args_utils import DataAccessor  # noqa: E402
+from tfx_bsl.public import tfxio  # noqa: E402
+
+from mtrec.config import BINARY, PipelineConfig  # noqa: E402
+from mtrec.models.multitask import build_multitask_model  # noqa: E402
+from mtrec.pipeline.preprocessing import bucket_name  # noqa: E402
+from mtrec.pipeline.training import dataset, label_splitter, vocab_sizes  # noqa: E402
+
+GOALS = {"vs_deepctr": 2.0, "vs_raw_step": 0.8}
+RAW_STEPS_PER_CALL = 32
+
+
+def transform_output(work_dir: str):
+    """(train file pattern, transform graph dir) of the newest Transform run in `work_dir`."""
+    root = os.path.join(work_dir, "pipeline", "Transform")
+    runs = sorted(glob.glob(os.path.join(root, "transform_graph", "*")), key=lambda p: int(os.path.basename(p)))
+    if not runs:
+        raise SystemExit(f"no Transform output under {root}: run `mtrec run --work-dir {work_dir}` first")
+    run_id = os.path.basename(runs[-1])
+    return os.path.join(root, "transformed_examples", run_id, "Split-train", "*"), runs[-1]
+
+
+def data_accessor(sequential: bool = False) -> DataAccessor:
+    """What TFX's Trainer hands run_fn for TFRecords of tf.Examples; `sequential` takes away
+    TFXIO's parallel reads, parallel parsing and prefetch (to measure what they buy)."""
+    def factory(files, options, schema):
+        if sequential:
+            options = options._replace(reader_num_threads=1, parser_num_threads=1, prefetch_buffer_size=1)
+        return tfxio.TFExampleRecord(file_pattern=files, schema=schema,
+                                     telemetry_descriptors=["mtrec-bench"]).TensorFlowDataset(options)
+    return DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
+
+
+class StepClock(keras.callbacks.Callback):
+    """Time of each batch end (with steps_per_execution > 1, of each execution's last batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.marks = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.marks.append((batch + 1, time.perf_counter()))
+
+
+def steady_rate(marks, batch_size: int, warmup: float) -> float:
+    start = next(m for m in marks if m[0] >= warmup * marks[-1][0])
+    steps, seconds = marks[-1][0] - start[0], marks[-1][1] - start[1]
+    return steps * batch_size / seconds
+
+
+def with_training(config: PipelineConfig, **training) -> PipelineConfig:
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, **training))
+
+
+def mtrec_fit(config, files, tft_output, sizes, steps: int, warmup: float, sequential: bool = False) -> float:
+    keras.utils.set_random_seed(0)
+    model = build_multitask_model(config, sizes)
+    data = dataset(files, data_accessor(sequential), tft_output, config, shuffle=True, epochs=None)
+    clock = StepClock()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
+    return steady_rate(clock.marks, config.training.batch_size, warmup)
+
+
+def in_memory_batches(config, files, tft_output, count: int):
+    return list(dataset(files, data_accessor(), tft_output, config, shuffle=True, epochs=None).take(count))
+
+
+def raw_step(config, batches, sizes, steps: int, warmup: float, per_call: int = RAW_STEPS_PER_CALL) -> float:
+    """train_step on batches already in memory (stacked tensors), `per_call` steps per tf.function
+    call so that Python is out of the loop: the ceiling for any input pipeline."""
+    keras.utils.set_random_seed(0)
+    model = build_multitask_model(config, sizes)
+    stacked = tf.nest.map_structure(lambda *t: tf.stack(t), *batches)
+    count = len(batches)
+
+    @tf.function(jit_compile=config.training.jit_compile)
+    def run(first):
+        loss = tf.constant(0.0)
+        for i in tf.range(per_call):
+            loss = model.train_step(tf.nest.map_structure(lambda t: t[(first + i) % count], stacked))["loss"]
+        return loss
+
+    marks = []
+    for call in range(max(1, steps // per_call)):
+        float(run(tf.constant(call * per_call)))  # waits for the steps to finish
+        marks.append(((call + 1) * per_call, time.perf_counter()))
+    return steady_rate(marks, config.training.batch_size, warmup)
+
+
+def deepctr_fit(config, batches, sizes, steps: int, warmup: float) -> float:
+    """DeepCTR's MMOE at our sizes, on the same examples as numpy arrays."""
+    from deepctr.feature_column import DenseFeat, SparseFeat
+    from deepctr.models import MMOE
+
+    features = config.features
+    sparse = features.ids + features.categorical + [bucket_name(n) for n in features.numeric]
+    columns = [SparseFeat(name, sizes[name], embedding_dim=config.model.embedding_dim) for name in sparse]
+    columns += [DenseFeat(name, 1) for name in features.numeric]
+    tasks = config.tasks
+    keras.utils.set_random_seed(0)
+    model = MMOE(columns, num_experts=config.model.num_experts,
+                 expert_dnn_hidden_units=tuple(config.model.expert_units),
+                 tower_dnn_hidden_units=tuple(config.model.tower_units),
+                 task_types=["binary" if t.type == BINARY else "regression" for t in tasks],
+                 task_names=[t.name for t in tasks])
+    model.compile(keras.optimizers.Adam(config.training.learning_rate),
+                  loss=["binary_crossentropy" if t.type == BINARY else "huber" for t in tasks])
+    x = {name: np.concatenate([b[0][name].numpy() for b in batches]).reshape(-1) for name in sparse + features.numeric}
+    y = [np.concatenate([b[1][t.label].numpy() for b in batches]) for t in tasks]
+    clock = StepClock()
+    epochs = max(1, -(-steps // len(batches)))
+    model.fit(x, y, batch_size=config.training.batch_size, epochs=epochs, verbose=0, callbacks=[clock], shuffle=True)
+    marks = [(i + 1, t) for i, (_, t) in enumerate(clock.marks)]  # batch numbers restart each epoch
+    return steady_rate(marks, config.training.batch_size, warmup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work-dir", default="work", help="a finished `mtrec run` work dir (its Transform output)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps per measurement")
+    parser.add_argument("--warmup", type=float, default=0.25, help="share of steps not counted")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every measurement; the best counts")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args()
+
+    files, graph = transform_output(os.path.abspath(args.work_dir))
+    tft_output = tft.TFTransformOutput(graph)
+    config = PipelineConfig()
+    config.model.architecture = "mmoe"
+    sizes = vocab_sizes(config, tft_output)
+    training = config.training
+    batch, spe, jit = training.batch_size, training.steps_per_execution, training.jit_compile
+    print(f"MMoE, batch {batch}, steps_per_execution {spe}, jit_compile {jit}; {args.steps} steps per figure",
+          file=sys.stderr)
+
+    # Every setting on its own against the plainest Trainer; then, round after round, the
+    # headline figures side by side. The best round counts (the machine is shared and noisy).
+    plain = with_training(config, batch_size=256, steps_per_execution=1, jit_compile=False)
+    variants = {"plain (batch 256, 1 step per call, no XLA)": plain,
+                "steps_per_execution 32": with_training(plain, steps_per_execution=32),
+                "jit_compile (XLA)": with_training(plain, jit_compile=True),
+                "batch 1024": with_training(plain, batch_size=1024)}
+    batches = in_memory_batches(config, files, tft_output, 100)
+    measures = {**{f"mtrec fit, {name}": (lambda v=variant: mtrec_fit(v, files, tft_output, sizes, args.steps,
+                                                                       args.warmup))
+                   for name, variant in variants.items()},
+                "mtrec": lambda: mtrec_fit(config, files, tft_output, sizes, args.steps, args.warmup),
+                "raw_step": lambda: raw_step(config, batches, sizes, args.steps, args.warmup),
+                "deepctr": lambda: deepctr_fit(config, batches, sizes, args.steps, args.warmup),
+                "mtrec fit, configured, sequential input (1 reader, 1 parser, no prefetch)":
+                    lambda: mtrec_fit(config, files, tft_output, sizes, args.steps, args.warmup, sequential=True)}
+    rounds = {name: [] for name in measures}
+    for round_ in range(args.rounds):
+        for name, measure in measures.items():
+            rounds[name].append(round(measure()))
+            print(f"  round {round_ + 1}, {name}: {rounds[name][-1]:,} examples/s", file=sys.stderr)
+    best = {name: max(values) for name, values in rounds.items()}
+    ours, raw, deepctr = best["mtrec"], best["raw_step"], best["deepctr"]
+    settings = {name[len("mtrec fit, "):]: best[name] for name in best if name.startswith("mtrec fit, ")}
+
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
+        "model": {"architecture": "mmoe", "embedding_dim": config.model.embedding_dim,
+                  "num_experts": config.model.num_experts, "expert_units": config.model.expert_units,
+                  "tower_units": config.model.tower_units, "tasks": [t.name for t in config.tasks],
+                  "batch_size": batch, "steps_per_execution": spe, "jit_compile": jit},
+        "steps": args.steps, "warmup_share": args.warmup,
+        "mtrec_examples_per_s": round(ours), "raw_step_examples_per_s": round(raw),
+        "deepctr_examples_per_s": round(deepctr),
+        "mtrec_vs_deepctr": round(ours / deepctr, 2), "mtrec_vs_raw_step": round(ours / raw, 2),
+        "settings_examples_per_s": settings, "rounds": rounds, "goals": GOALS}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

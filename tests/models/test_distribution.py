@@ -1,0 +1,49 @@
+"""Training under MirroredStrategy computes what one device computes, for every weighting scheme.
+
+`mirrored_check` runs in its own process (logical CPU devices must exist before TensorFlow starts)
+and trains the same model on the same data and global batch both ways."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group("mirrored_check")  # one worker runs the shared subprocess
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # the schemes with their own distributed code
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+@pytest.fixture(scope="module")
+def results():
+    done = subprocess.run([sys.executable, "-m", "tests.models.mirrored_check", *WEIGHTINGS], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_two_replicas_train_the_same_model_as_one_device(results, weighting):
+    one, two = results[weighting]["one_device"], results[weighting]["mirrored"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    for metric, value in one["eval"].items():
+        assert two["eval"][metric] == pytest.approx(value, rel=1e-3, abs=1e-4), metric
+    for task, weight in one["task_weights"].items():  # GradNorm's learned weights included
+        assert two["task_weights"][task] == pytest.approx(weight, rel=1e-3), task
+    if weighting != "fixed":
+        assert one["task_weights"] != {"click": 1.0, "like": 1.0, "purchase": 1.0, "dwell": 0.2}
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_as_well_with_float32_outputs(results, precision):
+    reference, mixed = results["fixed"]["one_device"], results[precision]
+    assert mixed["output_dtype"] == "float32"
+    for task in ("click", "like", "purchase"):
+        assert abs(mixed["eval"][f"{task}_auc"] - reference["eval"][f"{task}_auc"]) < 0.01
+
+
+def test_xla_and_several_steps_per_execution_change_nothing_but_speed(results):
+    reference, fast = results["fixed"]["one_device"], results["xla_steps"]
+    for metric, value in reference["eval"].items():
+        assert fast["eval"][metric] == pytest.approx(value, rel=1e-3, abs=1e-4), metric

@@ -1,0 +1,154 @@
+"""The Trainer under tf.distribute, on the shared small run's real Transform output.
+
+The small run itself trained with MirroredStrategy over 2 logical CPUs under LocalDagRunner. Here
+TFX's own Trainer executor is started again, each time in fresh processes through
+`tfx.scripts.run_executor` (how TFX runs an executor on a remote worker), with the inputs and
+execution properties MLMD recorded for that Trainer: on one device, and as a 2-worker
+MultiWorkerMirroredStrategy cluster on 127.0.0.1 (TF_CONFIG), killed mid-training and restarted.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.types import artifact_utils, standard_artifacts
+
+from mtrec.pipeline.training import TRAINING_LOG
+from tests.conftest import SMALL_RUN
+from tests.serving.conftest import free_port
+
+pytestmark = SMALL_RUN
+TRAINER = "tfx.components.trainer.component.Trainer"
+EXECUTOR = "tfx.components.trainer.executor.GenericExecutor"
+
+
+def recorded_trainer(metadata: str):
+    """(inputs JSON, exec properties, training.json) of the run's multi-task Trainer, from MLMD."""
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = metadata
+    store = metadata_store.MetadataStore(connection)
+    execution = [e for e in store.get_executions_by_type(TRAINER)
+                 if e.last_known_state == metadata_store_pb2.Execution.COMPLETE
+                 and "single_task" not in e.custom_properties["custom_config"].string_value][-1]
+    events = store.get_events_by_execution_ids([execution.id])
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    types = {t.id: t for t in store.get_artifact_types_by_id(list({a.type_id for a in artifacts.values()}))}
+    inputs, run_dir = {}, None
+    for event in events:
+        artifact = artifacts[event.artifact_id]
+        key = event.path.steps[0].key
+        if event.type == metadata_store_pb2.Event.INPUT:
+            inputs.setdefault(key, []).append(artifact_utils.deserialize_artifact(types[artifact.type_id], artifact))
+        elif key == "model_run":
+            run_dir = artifact.uri
+    properties = {k: v.string_value for k, v in execution.custom_properties.items()}
+    with open(os.path.join(run_dir, TRAINING_LOG)) as f:
+        return artifact_utils.jsonify_artifact_dict(inputs), properties, json.load(f)
+
+
+def with_training(properties: dict, **training) -> dict:
+    """The recorded exec properties with training settings changed."""
+    custom = json.loads(properties["custom_config"])
+    config = json.loads(custom["config"])
+    config["training"].update(training)
+    custom["config"] = json.dumps(config)
+    return {**properties, "custom_config": json.dumps(custom)}
+
+
+def start_trainer(inputs: str, properties: dict, out_dir, tf_config=None, log=None) -> subprocess.Popen:
+    model, run = standard_artifacts.Model(), standard_artifacts.ModelRun()
+    model.uri, run.uri = str(out_dir / "model"), str(out_dir / "model_run")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    env.pop("TF_CONFIG", None)
+    if tf_config:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfx.scripts.run_executor", f"--executor_class_path={EXECUTOR}", f"--inputs={inputs}",
+         f"--outputs={artifact_utils.jsonify_artifact_dict({'model': [model], 'model_run': [run]})}",
+         f"--exec-properties={json.dumps(properties)}"],
+        env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def cluster(ports):
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    return [{"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}} for i in range(len(workers))]
+
+
+def finish(processes, seconds=600):
+    for process in processes:
+        assert process.wait(timeout=seconds) == 0
+
+
+def training_log(out_dir) -> dict:
+    with open(out_dir / "model_run" / TRAINING_LOG) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trainer(small_run):
+    return recorded_trainer(small_run.metadata)
+
+
+def test_mirrored_on_two_logical_cpus_trains_as_well_as_one_device(trainer, tmp_path):
+    inputs, properties, mirrored = trainer
+    assert (mirrored["strategy"], mirrored["replicas"]) == ("mirrored", 2)
+    # One device on the same global batch (2 replicas x 256) and the same data order.
+    process = start_trainer(inputs, with_training(properties, strategy="one_device", logical_cpu_devices=0,
+                                                  batch_size=512), tmp_path)
+    finish([process])
+    single = training_log(tmp_path)
+    assert (single["strategy"], single["replicas"]) == ("one_device", 1)
+    assert single["epochs"] == mirrored["epochs"] == 3
+    for metric in ("click_auc", "like_auc", "purchase_auc", "loss"):
+        assert abs(single["eval"][metric] - mirrored["eval"][metric]) < 2e-3, metric
+
+
+def test_two_workers_train_together_and_only_the_chief_exports(trainer, tmp_path):
+    inputs, properties, _ = trainer
+    properties = with_training(properties, strategy="multi_worker_mirrored", logical_cpu_devices=0, epochs=2)
+    workers = [start_trainer(inputs, properties, tmp_path, tf_config) for tf_config in cluster([free_port(), free_port()])]
+    finish(workers)
+    log = training_log(tmp_path)
+    assert (log["strategy"], log["replicas"], log["epochs"]) == ("multi_worker_mirrored", 2, 2)
+    assert log["eval"]["click_auc"] > 0.5
+    model = tf.saved_model.load(str(tmp_path / "model" / "Format-Serving"))
+    assert {"serving_default", "serving_raw", "rank", "evaluate"} <= set(model.signatures)
+    assert not glob.glob(str(tmp_path / "model_run" / "workertemp_*"))  # the worker's own copy is gone
+
+
+def test_a_killed_worker_restarts_from_the_last_backed_up_epoch(trainer, tmp_path):
+    inputs, properties, _ = trainer
+    backup = tmp_path / "backup"
+    properties = with_training(properties, strategy="multi_worker_mirrored", logical_cpu_devices=0, epochs=4,
+                               patience=100, batch_size=32, backup_dir=str(backup))
+    configs = cluster([free_port(), free_port()])
+    log = open(tmp_path / "first_attempt.log", "w")
+    workers = [start_trainer(inputs, properties, tmp_path, tf_config, log) for tf_config in configs]
+    deadline = time.time() + 300
+    while not glob.glob(str(backup / "**" / "checkpoint"), recursive=True):
+        assert time.time() < deadline and all(w.poll() is None for w in workers), "no backup before training ended"
+        time.sleep(0.5)
+    time.sleep(1)  # into the next epoch
+    workers[1].send_signal(signal.SIGKILL)
+    # The survivor cannot finish without its peer: it fails, or is stopped, as a cluster manager would.
+    try:
+        workers[0].wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        workers[0].kill()
+        workers[0].wait()
+    assert not (tmp_path / "model" / "Format-Serving" / "saved_model.pb").exists()
+
+    restarted = [start_trainer(inputs, properties, tmp_path, tf_config) for tf_config in configs]
+    finish(restarted)
+    log = training_log(tmp_path)
+    assert log["first_epoch"] >= 1  # resumed, not started over
+    assert log["first_epoch"] + log["epochs"] == 4
+    assert (tmp_path / "model" / "Format-Serving" / "saved_model.pb").exists()
+    assert not glob.glob(str(backup / "**" / "checkpoint"), recursive=True)  # backups go once training ends
