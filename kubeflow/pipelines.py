@@ -92,7 +92,8 @@ def compile_pipeline(config: PipelineConfig, output_dir: str) -> Tuple[str, str]
     found = local_paths(json.dumps(job), [os.getcwd(), os.path.expanduser("~"), sys.prefix,
                                           os.path.dirname(os.path.dirname(mtrec.__file__))])
     if found:
-        raise RuntimeError(f"the compiled pipeline refers to {found} on this machine, which its pods cannot read")
+        os.remove(os.path.join(output_dir, JSON_FILE))
+        raise ConfigError(f"the compiled pipeline refers to {found} on this machine, which its pods cannot read")
     yaml_path = os.path.join(output_dir, YAML_FILE)
     with open(yaml_path, "w") as f:
         yaml.safe_dump(job["pipelineSpec"], f, sort_keys=False)

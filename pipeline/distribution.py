@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import time
-from typing import Optional
 
 import tensorflow as tf
 import tf_keras as keras
@@ -110,7 +109,7 @@ def wait_for_chief_export(serving_model_dir: str, seconds: float = 600) -> None:
         time.sleep(1)
 
 
-def scratch_dir(model_run_dir: str) -> Optional[str]:
+def scratch_dir(model_run_dir: str) -> str:
     """A non-chief worker's own throw-away export dir (MWMS: every worker must take part in saving)."""
     task = cluster().get("task", {})
     return os.path.join(model_run_dir, f"workertemp_{task.get('type')}_{task.get('index')}")

@@ -10,7 +10,7 @@ transformed splits, and an Evaluator compares the multi-task model with it task 
 release Evaluator itself when `gate_against: single_task`, else a report-only
 `single_task_evaluator` beside it.
 
-The same `create_pipeline` feeds LocalDagRunner here and KubeflowV2DagRunner for Kubeflow.
+The same components feed LocalDagRunner here and KubeflowV2DagRunner (`mtrec.kubeflow.pipelines`).
 """
 from __future__ import annotations
 

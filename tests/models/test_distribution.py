@@ -10,7 +10,7 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.xdist_group("mirrored_check")  # one worker runs the shared subprocess
-WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")  # the schemes with their own distributed code
+WEIGHTINGS = ("fixed", "gradnorm")  # GradNorm all-reduces its own losses and gradients
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
@@ -41,9 +41,3 @@ def test_mixed_precision_trains_as_well_with_float32_outputs(results, precision)
     assert mixed["output_dtype"] == "float32"
     for task in ("click", "like", "purchase"):
         assert abs(mixed["eval"][f"{task}_auc"] - reference["eval"][f"{task}_auc"]) < 0.01
-
-
-def test_xla_and_several_steps_per_execution_change_nothing_but_speed(results):
-    reference, fast = results["fixed"]["one_device"], results["xla_steps"]
-    for metric, value in reference["eval"].items():
-        assert fast["eval"][metric] == pytest.approx(value, rel=1e-3, abs=1e-4), metric
