@@ -254,10 +254,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             print(f"Wrote {movielens.download(args.out)} (MovieLens 100K, GroupLens; see its README for the license)")
         elif args.command == "run":
+            config = load_config(args)  # a bad config is refused before TFX loads (seconds)
             from mtrec.components.anomaly_gate import DataAnomalyError
             from mtrec.pipeline import runner
 
-            config = load_config(args)
             try:
                 summary = runner.run(config, args.work_dir, data_dir=args.logs)
             except DataAnomalyError as e:

@@ -141,6 +141,8 @@ class ModelConfig:
       stitch_self_weight: cross-stitch units start as this much of a task's own column and the
         rest shared equally among the other columns.
       query_features: two-tower: features of the user (query) tower; all others form the item tower.
+      embedding_l2: L2 penalty on the id tables: rare ids overfit first (on by default: measured to
+        narrow the gap to the oracle AUC, see README).
       weighting: how task losses combine (`fixed` uses the task weights); see `mtrec.models.weighting`.
       gradnorm_alpha: GradNorm's restoring force; 0 pulls to equal gradient norms.
       dwa_temperature: DWA's softmax temperature.
@@ -148,7 +150,7 @@ class ModelConfig:
 
     architecture: str = "mmoe"
     embedding_dim: int = 16
-    embedding_l2: float = 0.0
+    embedding_l2: float = 1e-4
     cross_layers: int = 1
     cross_projection_dim: Optional[int] = None
     bottom_units: List[int] = field(default_factory=lambda: [128, 64])
@@ -398,8 +400,8 @@ def dataset_preset(dataset: str, path: str = "", protocol: str = "") -> dict:
             {"name": "like", "type": BINARY, "gate": {"bound": 0.7, "tolerance": 0.01}},
             {"name": "retrieval", "type": RETRIEVAL},
         ],
-        "model": {"architecture": "two_tower", "embedding_dim": 32, "bottom_units": [64], "tower_units": [64, 32],
-                  "query_features": ["user_id", "age_bucket", "region", "user_tenure_days"]},
+        "model": {"architecture": "two_tower", "embedding_dim": 32, "embedding_l2": 0.0, "bottom_units": [64],
+                  "tower_units": [64, 32], "query_features": ["user_id", "age_bucket", "region", "user_tenure_days"]},
         "training": {"batch_size": 1024, "learning_rate": 0.003, "epochs": 30, "patience": 3},
         "slices": ["age_bucket"],
     }

@@ -1,7 +1,7 @@
 """Run as its own process (logical CPU devices must be set before TensorFlow starts): trains the
 same model on the same data and global batch on one device and with MirroredStrategy over 2
-logical CPUs, and prints per weighting scheme the eval losses, AUCs and task weights of both as
-JSON; also mixed_bfloat16 and mixed_float16 (loss-scaled) runs."""
+logical CPUs, and prints per weighting scheme named on the command line the eval losses, AUCs and
+task weights of both as JSON; also float32, mixed_bfloat16 and mixed_float16 (loss-scaled) runs."""
 import json
 import sys
 
@@ -61,7 +61,8 @@ def run(weighting: str, strategy_name: str, **training) -> dict:
 
 
 if __name__ == "__main__":
-    results = {}
+    # float32 on one device: the reference for the mixed-precision runs.
+    results = {"float32": run("fixed", "one_device", batch_size=128)}
     for weighting in sys.argv[1:]:
         # The same global batch of 128: one device, or 2 replicas of 64.
         results[weighting] = {"one_device": run(weighting, "one_device", batch_size=128),

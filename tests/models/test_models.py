@@ -82,7 +82,7 @@ def test_bad_sizes_fail_early_naming_the_value():
 
 
 def test_embedding_l2_adds_a_penalty_that_grows_with_the_tables():
-    plain = build_model("mmoe", VOCABS, NUMERIC, TASKS, ModelConfig())
+    plain = build_model("mmoe", VOCABS, NUMERIC, TASKS, ModelConfig(embedding_l2=0.0))
     assert not plain.losses
     model = build_model("mmoe", VOCABS, NUMERIC, TASKS, ModelConfig(embedding_l2=1e-3))
     tables = [layer.embeddings for layer in model.layers if layer.name.endswith("_embedding")]

@@ -140,22 +140,6 @@ def test_both_signatures_give_identical_named_outputs_and_handle_unseen_ids(firs
         assert np.all((from_examples[name].numpy() > 0) & (from_examples[name].numpy() < 1))
 
 
-@SHARED_RUN
-def test_impossible_threshold_blocks_the_push_and_reuses_the_cache(first_run, logs, work_dir):
-    path, _, _ = logs
-    tasks = [dict(t) for t in PipelineConfig().to_dict()["tasks"]]
-    tasks[0]["gate"] = {"bound": 0.999, "tolerance": 0.02}
-    progress = []
-    # No slices: only the Evaluator reruns (slices are not in the Trainer's cache key), and faster.
-    summary = runner.run(_config(path, tasks=tasks, slices=[]), str(work_dir), data_dir=str(path),
-                         progress=progress.append)
-    assert not summary["blessed"] and summary["pushed_model"] is None
-    assert any(g.startswith("click/auc: value") for g in summary["failed_gates"])
-    assert os.listdir(os.path.join(str(work_dir), "serving", "mtrec")) == [os.path.basename(first_run["pushed_model"])]
-    reused = [progress[i - 1].split()[0] for i, line in enumerate(progress) if "reused from TFX cache" in line]
-    assert {"LogExampleGen", "Transform", "Trainer"} <= set(reused), progress
-
-
 def test_schema_violation_stops_the_run_before_transform(tmp_path):
     logs = tmp_path / "logs"
     synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=2000, days=2, seed=3))
@@ -183,40 +167,59 @@ def _example_table(logs, out_csv):
     return rows
 
 
-def test_a_ready_csv_example_table_runs_through_tfx_example_gen(tmp_path):
-    logs, table = tmp_path / "logs", tmp_path / "table"
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """One smoke run for three kinds of plumbing at once: a ready CSV example table through TFX's
+    CsvExampleGen, a single-task config with its baseline, and BeamDagRunner as the orchestrator."""
+    root = tmp_path_factory.mktemp("table_run")
+    logs, table = root / "logs", root / "table"
     synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=6000, days=2, seed=4))
     table.mkdir()
     rows = _example_table(logs, table / "examples.csv")
     raw = PipelineConfig().to_dict()
     raw["data"] = {"source": "examples", "path": str(table), "format": "csv", "split": "hash", "schema": "infer"}
-    summary = runner.run(_smoke_config(raw), str(tmp_path / "work"), progress=lambda line: None)
+    raw["tasks"] = [t for t in raw["tasks"] if t["name"] == "click"]
+    raw.update(baselines=True, orchestrator="beam")
+    progress = []
+    summary = runner.run(_smoke_config(raw), str(root / "work"), progress=progress.append)
+    return summary, rows, progress, raw, root / "work"
+
+
+TABLE_RUN = pytest.mark.xdist_group("table_run")
+
+
+@TABLE_RUN
+def test_a_ready_csv_example_table_runs_through_tfx_example_gen(table_run):
+    summary, rows, *_ = table_run
     assert sum(summary["examples"].values()) == len(rows) == 6000
     assert summary["dead_letter"] is None
     assert summary["blessed"] and summary["pushed_model"]
-    assert 0.5 < summary["tasks"]["click"]["auc"] < 1 and "oracle_auc" not in summary["tasks"]["click"]
+    assert "oracle_auc" not in summary["tasks"]["click"]  # the table has no generator behind it
 
 
-def test_beam_dag_runner_runs_the_same_pipeline(tmp_path):
-    logs = tmp_path / "logs"
-    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=5000, days=2, seed=6))
-    progress = []
-    summary = runner.run(_smoke_config(_config(logs, orchestrator="beam").to_dict()), str(tmp_path / "work"),
-                         data_dir=str(logs), progress=progress.append)
-    assert summary["blessed"] and summary["pushed_model"]
-    assert sum(summary["examples"].values()) == 5000 and summary["dead_letter"]["total"] == 0
-    finished = {line.split()[0] for line in progress if " done in " in line}
-    assert {"LogExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, progress
-
-
-def test_a_single_task_config_with_baselines_is_evaluated_and_compared(tmp_path):
+@TABLE_RUN
+def test_a_single_task_config_with_baselines_is_evaluated_and_compared(table_run):
     """TFMA unwraps a lone model output; the `evaluate` signature and config keep one task working."""
-    logs = tmp_path / "logs"
-    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=3000, days=2, seed=8))
-    raw = _config(logs).to_dict()
-    raw["tasks"] = [t for t in raw["tasks"] if t["name"] == "click"]
-    raw["baselines"] = True
-    summary = runner.run(_smoke_config(raw), str(tmp_path / "work"), data_dir=str(logs), progress=lambda line: None)
-    assert set(summary["tasks"]) == {"click"} and 0 < summary["tasks"]["click"]["auc"] < 1
+    summary, *_ = table_run
+    assert set(summary["tasks"]) == {"click"} and 0.5 < summary["tasks"]["click"]["auc"] < 1
     assert set(summary["stl"]) == {"click"} and summary["stl"]["click"]["metric"] == "auc"
-    assert summary["blessed"] and summary["pushed_model"]
+
+
+@TABLE_RUN
+def test_beam_dag_runner_runs_the_same_pipeline(table_run):
+    _, _, progress, *_ = table_run
+    finished = {line.split()[0] for line in progress if " done in " in line}
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, progress
+
+
+@TABLE_RUN
+def test_impossible_threshold_blocks_the_push_and_reuses_the_cache(table_run):
+    first, _, _, raw, work = table_run
+    raw = {**raw, "tasks": [{**raw["tasks"][0], "gate": {"bound": 0.999, "tolerance": 0.02}}]}
+    progress = []
+    summary = runner.run(PipelineConfig.from_dict(raw), str(work), progress=progress.append)
+    assert not summary["blessed"] and summary["pushed_model"] is None
+    assert any(g.startswith("click/auc: value") for g in summary["failed_gates"])
+    assert os.listdir(os.path.join(str(work), "serving", "mtrec")) == [os.path.basename(first["pushed_model"])]
+    reused = [progress[i - 1].split()[0] for i, line in enumerate(progress) if "reused from TFX cache" in line]
+    assert {"CsvExampleGen", "Transform", "Trainer"} <= set(reused), progress
