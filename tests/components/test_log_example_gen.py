@@ -14,6 +14,20 @@ from mtrec.components import log_example_gen as leg
 from mtrec.data import malformed, synthetic
 
 
+def test_the_cache_key_holds_for_the_same_files_and_moves_when_one_changes(tmp_path):
+    """LogExampleGen's `input_fingerprint` property is what lets TFX reuse its output on a rerun."""
+    for name in ("events.jsonl", "items.jsonl", "users.jsonl"):
+        (tmp_path / name).write_text('{"a": 1}\n')
+    first = leg.input_fingerprint(str(tmp_path))
+    assert leg.input_fingerprint(str(tmp_path)) == first
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('{"a": 2}\n')
+    appended = leg.input_fingerprint(str(tmp_path))
+    assert appended != first
+    (tmp_path / "events-2.jsonl").write_text("")  # a new file, even empty
+    assert leg.input_fingerprint(str(tmp_path)) not in (first, appended)
+
+
 def _ingest(data_dir, out_dir, input_format="jsonl", split="time", eval_percent=20):
     pipeline = beam.Pipeline(argv=["--direct_running_mode=in_memory"])
     leg.build_ingestion(pipeline, str(data_dir), input_format, split, 1, eval_percent,

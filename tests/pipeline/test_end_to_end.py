@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import tensorflow as tf
 
 from mtrec.components import events as ev
 from mtrec.components.anomaly_gate import DataAnomalyError
-from mtrec.config import DataConfig, GateConfig, PipelineConfig
+from mtrec.config import DataConfig, PipelineConfig
 from mtrec.data import malformed, synthetic
 from mtrec.pipeline import runner
 
@@ -20,6 +21,7 @@ IMPRESSIONS = 150_000
 MALFORMED = 35
 # Tests sharing the 150k-impression run stay on one pytest-xdist worker; the others spread out.
 SHARED_RUN = pytest.mark.xdist_group("e2e")
+TABLE_RUN = pytest.mark.xdist_group("table_run")  # the smoke run on a ready example table
 
 
 def _config(logs, **overrides) -> PipelineConfig:
@@ -182,16 +184,13 @@ def table_run(tmp_path_factory):
     raw.update(baselines=True, orchestrator="beam")
     progress = []
     summary = runner.run(_smoke_config(raw), str(root / "work"), progress=progress.append)
-    return summary, rows, progress, raw, root / "work"
-
-
-TABLE_RUN = pytest.mark.xdist_group("table_run")
+    return types.SimpleNamespace(summary=summary, rows=rows, progress=progress, raw=raw, work_dir=root / "work")
 
 
 @TABLE_RUN
 def test_a_ready_csv_example_table_runs_through_tfx_example_gen(table_run):
-    summary, rows, *_ = table_run
-    assert sum(summary["examples"].values()) == len(rows) == 6000
+    summary = table_run.summary
+    assert sum(summary["examples"].values()) == len(table_run.rows) == 6000
     assert summary["dead_letter"] is None
     assert summary["blessed"] and summary["pushed_model"]
     assert "oracle_auc" not in summary["tasks"]["click"]  # the table has no generator behind it
@@ -200,26 +199,26 @@ def test_a_ready_csv_example_table_runs_through_tfx_example_gen(table_run):
 @TABLE_RUN
 def test_a_single_task_config_with_baselines_is_evaluated_and_compared(table_run):
     """TFMA unwraps a lone model output; the `evaluate` signature and config keep one task working."""
-    summary, *_ = table_run
+    summary = table_run.summary
     assert set(summary["tasks"]) == {"click"} and 0.5 < summary["tasks"]["click"]["auc"] < 1
     assert set(summary["stl"]) == {"click"} and summary["stl"]["click"]["metric"] == "auc"
 
 
 @TABLE_RUN
 def test_beam_dag_runner_runs_the_same_pipeline(table_run):
-    _, _, progress, *_ = table_run
-    finished = {line.split()[0] for line in progress if " done in " in line}
-    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, progress
+    finished = {line.split()[0] for line in table_run.progress if " done in " in line}
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, table_run.progress
 
 
 @TABLE_RUN
 def test_impossible_threshold_blocks_the_push_and_reuses_the_cache(table_run):
-    first, _, _, raw, work = table_run
+    raw = table_run.raw
     raw = {**raw, "tasks": [{**raw["tasks"][0], "gate": {"bound": 0.999, "tolerance": 0.02}}]}
     progress = []
-    summary = runner.run(PipelineConfig.from_dict(raw), str(work), progress=progress.append)
+    summary = runner.run(PipelineConfig.from_dict(raw), str(table_run.work_dir), progress=progress.append)
     assert not summary["blessed"] and summary["pushed_model"] is None
     assert any(g.startswith("click/auc: value") for g in summary["failed_gates"])
-    assert os.listdir(os.path.join(str(work), "serving", "mtrec")) == [os.path.basename(first["pushed_model"])]
+    pushed = os.path.basename(table_run.summary["pushed_model"])
+    assert os.listdir(os.path.join(str(table_run.work_dir), "serving", "mtrec")) == [pushed]
     reused = [progress[i - 1].split()[0] for i, line in enumerate(progress) if "reused from TFX cache" in line]
     assert {"CsvExampleGen", "Transform", "Trainer"} <= set(reused), progress
