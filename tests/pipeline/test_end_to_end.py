@@ -182,9 +182,9 @@ def table_run(tmp_path_factory):
     raw["data"] = {"source": "examples", "path": str(table), "format": "csv", "split": "hash", "schema": "infer"}
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] == "click"]
     raw.update(baselines=True, orchestrator="beam")
-    progress = []
-    summary = runner.run(_smoke_config(raw), str(root / "work"), progress=progress.append)
-    return types.SimpleNamespace(summary=summary, rows=rows, progress=progress, raw=raw, work_dir=root / "work")
+    config, progress = _smoke_config(raw), []
+    summary = runner.run(config, str(root / "work"), progress=progress.append)
+    return types.SimpleNamespace(summary=summary, rows=rows, progress=progress, config=config, work_dir=root / "work")
 
 
 @TABLE_RUN
@@ -212,8 +212,8 @@ def test_beam_dag_runner_runs_the_same_pipeline(table_run):
 
 @TABLE_RUN
 def test_impossible_threshold_blocks_the_push_and_reuses_the_cache(table_run):
-    raw = table_run.raw
-    raw = {**raw, "tasks": [{**raw["tasks"][0], "gate": {"bound": 0.999, "tolerance": 0.02}}]}
+    raw = table_run.config.to_dict()  # the same run but for the gate, so every step before the Evaluator is cached
+    raw["tasks"][0]["gate"] = {"bound": 0.999, "tolerance": 0.02}
     progress = []
     summary = runner.run(PipelineConfig.from_dict(raw), str(table_run.work_dir), progress=progress.append)
     assert not summary["blessed"] and summary["pushed_model"] is None
