@@ -2,11 +2,12 @@
 
 The design card keeps `components/`, `pipeline/`, `models/` and `schemas/` at the top level of the
 repository; they install as the sub-packages `mtrec.components`, `mtrec.pipeline`, `mtrec.models`
-`mtrec.schemas`, `mtrec.serving` and `mtrec.kubeflow`. Exact versions of the tested set are in constraints.txt.
+`mtrec.schemas`, `mtrec.reporting`, `mtrec.serving` and `mtrec.kubeflow`. Exact versions of the tested set are in constraints.txt.
 """
 from setuptools import setup
 
 SUBPACKAGES = {"components": "components", "pipeline": "pipeline", "models": "models", "schemas": "schemas",
+               "reporting": "reporting",
                "serving": "serving", "kubeflow": "kubeflow"}
 
 setup(

@@ -28,8 +28,9 @@ from sklearn.metrics import roc_auc_score
 
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.pipeline import runner
-from mtrec.pipeline.summary import latest_run_outputs
-from mtrec.pipeline.training import example_count, label_splitter, train, vocab_sizes
+from mtrec.reporting.summary import latest_run_outputs
+from mtrec.pipeline.datasets import example_count, label_splitter
+from mtrec.pipeline.training import train, vocab_sizes
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 

@@ -5,7 +5,7 @@
 Reads the Transform output of a finished `mtrec run` in WORK_DIR (the main job's, by default) and,
 in one process, for one fixed MMoE configuration (the default config's sizes and tasks):
   - `mtrec_examples_per_s`: what the Trainer runs, the TFRecord input pipeline of
-    `mtrec.pipeline.training.dataset` (TFXIO, parallel reads, parsing and prefetch) into
+    `mtrec.pipeline.datasets.dataset` (TFXIO, parallel reads, parsing and prefetch) into
     `Model.fit` with the config's batch size, steps_per_execution and jit_compile;
   - `raw_step_examples_per_s`: the same model's train_step on batches already in memory, 32 steps
     per tf.function call (Python out of the loop): the ceiling of any input pipeline;
@@ -41,8 +41,9 @@ from tfx_bsl.public import tfxio  # noqa: E402
 
 from mtrec.config import BINARY, PipelineConfig  # noqa: E402
 from mtrec.models.multitask import build_multitask_model  # noqa: E402
-from mtrec.pipeline.preprocessing import bucket_name  # noqa: E402
-from mtrec.pipeline.training import dataset, label_splitter, vocab_sizes  # noqa: E402
+from mtrec.transformed import bucket_name  # noqa: E402
+from mtrec.pipeline.datasets import dataset, label_splitter  # noqa: E402
+from mtrec.pipeline.training import vocab_sizes  # noqa: E402
 
 GOALS = {"vs_deepctr": 2.0, "vs_raw_step": 0.8}
 RAW_STEPS_PER_CALL = 32

@@ -1,19 +1,26 @@
-"""AnomalyGate: stops the pipeline before Transform when ExampleValidator found anomalies.
+"""AnomalyGate: stops the pipeline before Transform when the examples do not fit the schema or
+the config.
 
-ExampleValidator in TFX 1.16 records anomalies but does not fail; this component reads them and
-raises `DataAnomalyError` naming each anomalous feature, so nothing downstream trains on bad data.
+ExampleValidator in TFX 1.16 records anomalies but does not fail; this component reads them,
+and checks the data against the config (`mtrec.components.data_check`), and raises
+`DataAnomalyError` naming each feature and problem, so nothing downstream trains on bad data and
+no problem first appears after training.
 """
 
 import os
 
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_data_validation.utils import stats_util
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from mtrec.components import data_check
 
 
 class DataAnomalyError(RuntimeError):
-    """The examples do not match the schema; the message lists every anomaly per split."""
+    """The examples do not match the schema or the config; the message lists every problem."""
 
 
 def describe_anomalies(anomalies_uri: str, split_names) -> list:
@@ -31,9 +38,22 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
     return found
 
 
+def load_statistics(statistics_uri: str, split: str):
+    return stats_util.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
+
+
 @tfx.dsl.components.component
-def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+                statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
+                schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+                config: tfx.dsl.components.Parameter[str], source: tfx.dsl.components.Parameter[str] = "") -> None:
+    from mtrec.config import PipelineConfig
+
     found = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
-    if found:
-        lines = "\n".join(f"  [{split}] {feature}: {text}" for split, feature, text in found)
-        raise DataAnomalyError(f"the examples violate the schema; stopping before Transform and Trainer:\n{lines}")
+    lines = [f"  [{split}] {feature}: {text}" for split, feature, text in found]
+    parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
+    lines += [f"  {problem}" for problem in data_check.problems(
+        PipelineConfig.from_json(config), parsed, load_statistics(statistics.uri, "train"), source or "the examples")]
+    if lines:
+        raise DataAnomalyError("the examples do not fit the schema or the config; stopping before Transform and "
+                               "Trainer:\n" + "\n".join(lines))

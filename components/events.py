@@ -43,6 +43,10 @@ _EVENT_FIELDS = {
 }
 ITEM_FIELDS = {"item_id": str, "category": str, "price": float, "title": str}
 USER_FIELDS = {"user_id": str, "age_bucket": str, "region": str, "signup_day": str}
+# Fields a log may leave out (absent, null or an empty CSV cell): the example then lacks the feature
+# and Transform treats it as missing. Ids, event types and timestamps stay required.
+OPTIONAL_FIELDS = frozenset({"position", "device", "page", "category", "price", "title", "age_bucket", "region",
+                             "signup_day"})
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 CSV_EVENT_COLUMNS = ("event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "dwell_ms",
                      "value")
@@ -88,6 +92,9 @@ def _typed(record: dict, fields: Dict[str, type], from_text: bool) -> dict:
     for name, kind in fields.items():
         value = record.get(name)
         if value is None or value == "":
+            if name in OPTIONAL_FIELDS:
+                out[name] = None
+                continue
             raise BadRecord("missing_field", f"'{name}' is missing")
         if from_text and kind is not str:
             try:
@@ -146,6 +153,8 @@ def parse_item(record: dict, from_text: bool = False) -> dict:
 def parse_user(record: dict, from_text: bool = False) -> dict:
     """A users row; `signup_day` (ISO date) becomes days since the epoch, for tenure at impression time."""
     user = _typed(record, USER_FIELDS, from_text)
+    if user["signup_day"] is None:
+        return user
     try:
         user["signup_day"] = datetime.date.fromisoformat(user["signup_day"]).toordinal() - _EPOCH_ORDINAL
     except ValueError:
@@ -195,10 +204,10 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
         "position": impression["position"],
         "device": impression["device"],
         "page": impression["page"],
-        "hour": (impression["ts"] // 3_600_000) % 24,
+        "hour": (impression["ts"] // 3_600_000) % 24,  # features None when the log left them out
         "age_bucket": user["age_bucket"],
         "region": user["region"],
-        "user_tenure_days": day_of(impression["ts"]) - user["signup_day"],
+        "user_tenure_days": None if user["signup_day"] is None else day_of(impression["ts"]) - user["signup_day"],
         "category": item["category"],
         "price": item["price"],
         "title": item["title"],

@@ -18,6 +18,7 @@ import os
 from typing import Any, Dict, List
 
 import apache_beam as beam
+from absl import logging
 import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -27,9 +28,10 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from mtrec.components import events as ev
+from mtrec.terminal import PROGRESS
 
 NAMESPACE = "mtrec.ingest"
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval", "test")  # test only when test_days / test_percent ask for it
 TABLES = ("events", "items", "users")
 NON_FEATURES = ("lines",)
 
@@ -48,6 +50,8 @@ class LogExampleGenSpec(types.ComponentSpec):
         "eval_days": ExecutionParameter(type=int),
         "eval_percent": ExecutionParameter(type=int),
         "split_seed": ExecutionParameter(type=int, optional=True),
+        "test_days": ExecutionParameter(type=int, optional=True),
+        "test_percent": ExecutionParameter(type=int, optional=True),
         # Changes when the input files change, so TFX's cache never serves examples of older logs.
         "input_fingerprint": ExecutionParameter(type=str),
     }
@@ -145,6 +149,8 @@ def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
     for name, value in example.items():
         if name in NON_FEATURES:
             continue
+        if value is None:  # an optional field the log did not have: the example leaves it out
+            continue
         if isinstance(value, str):
             feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
         elif isinstance(value, float):
@@ -154,24 +160,32 @@ def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def hash_split(impression_id: str, eval_percent: int, seed: int = 0) -> int:
-    """1 (eval) for `eval_percent`% of impression ids, by hash; another `seed` draws another split."""
+def hash_split(impression_id: str, eval_percent: int, seed: int = 0, test_percent: int = 0) -> int:
+    """1 (eval) for `eval_percent`% of impression ids by hash, 2 (test) for the next `test_percent`%,
+    else 0 (train); another `seed` draws another split."""
     key = f"{seed}/{impression_id}" if seed else impression_id
     bucket = int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % 100
-    return 1 if bucket < eval_percent else 0
+    return 1 if bucket < eval_percent else 2 if bucket < eval_percent + test_percent else 0
 
 
-def _split_index(example, num_partitions, split, eval_days, eval_percent, last_day, split_seed=0):
+def _split_index(example, num_partitions, split, eval_days, eval_percent, last_day, split_seed=0, test_days=0,
+                 test_percent=0):
     if split == "hash":
-        index = hash_split(example["impression_id"], eval_percent, split_seed)
-    else:
-        index = 1 if ev.day_of(example["ts"]) > last_day - eval_days else 0
+        index = hash_split(example["impression_id"], eval_percent, split_seed, test_percent)
+    else:  # the last test_days days are test, the eval_days before them eval
+        days_from_end = last_day - ev.day_of(example["ts"])
+        index = 2 if days_from_end < test_days else 1 if days_from_end < test_days + eval_days else 0
     Metrics.counter(NAMESPACE, f"examples.{SPLITS[index]}").inc()
     return index
 
 
+def split_names(split: str, test_days: int, test_percent: int) -> list:
+    return list(SPLITS) if (test_days if split == "time" else test_percent) else list(SPLITS[:2])
+
+
 def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split: str, eval_days: int,
-                    eval_percent: int, examples_uri: str, dead_letter_uri: str, split_seed: int = 0) -> None:
+                    eval_percent: int, examples_uri: str, dead_letter_uri: str, split_seed: int = 0,
+                    test_days: int = 0, test_percent: int = 0) -> None:
     """Adds read, parse, join, split and write steps to `p`."""
     header = {}
     if input_format == "csv":
@@ -204,8 +218,8 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
         last_day = beam.pvalue.AsSingleton(joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
                                            | "LastDay" >> beam.CombineGlobally(max).without_defaults())
     parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
-                                                split_seed)
-    for name, part in zip(SPLITS, parts):
+                                                split_seed, test_days, test_percent)
+    for name, part in zip(split_names(split, test_days, test_percent), parts):
         (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
          | f"Shuffle{name}" >> beam.Reshuffle()
          | f"Write{name}" >> beam.io.WriteToTFRecord(os.path.join(examples_uri, f"Split-{name}", "data_tfrecord"),
@@ -237,7 +251,7 @@ def summarize_counts(counters: Dict[str, int]) -> Dict[str, Any]:
         "input_lines": sum(by_source.values()),
         "input_lines_by_source": by_source,
         "accepted_lines": counters.get("accepted_lines", 0),
-        "examples": {s: counters.get(f"examples.{s}", 0) for s in SPLITS},
+        "examples": {s: counters.get(f"examples.{s}", 0) for s in SPLITS if f"examples.{s}" in counters},
         "dead_letter": {"total": sum(by_reason.values()), "by_reason": by_reason},
     }
 
@@ -246,23 +260,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs the ingestion Beam pipeline.
 
     Inputs: none (raw files under `input_base`).
-    Outputs: `examples` (Split-train, Split-eval; gzipped TFRecords of tf.Example) and
+    Outputs: `examples` (Split-train, Split-eval and optionally Split-test; gzipped TFRecords of tf.Example) and
       `dead_letter` (refused lines and `counts.json`).
     Properties: input_base, input_format (jsonl|csv), split (time|hash), eval_days, eval_percent,
-      split_seed (hash split only), input_fingerprint.
+      split_seed (hash split only), test_days / test_percent (optional test split), input_fingerprint.
     """
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         dead_letter = artifact_utils.get_single_instance(output_dict["dead_letter"])
-        examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+        test_days, test_percent = exec_properties.get("test_days") or 0, exec_properties.get("test_percent") or 0
+        examples.split_names = artifact_utils.encode_split_names(
+            split_names(exec_properties["split"], test_days, test_percent))
         pipeline = self._make_beam_pipeline()
         build_ingestion(pipeline, exec_properties["input_base"], exec_properties["input_format"],
                         exec_properties["split"], exec_properties["eval_days"], exec_properties["eval_percent"],
-                        examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0)
+                        examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0, test_days, test_percent)
         result = pipeline.run()
         result.wait_until_finish()
         counts = summarize_counts(read_counters(result))
+        logging.info("%sread %d lines: %s examples, %d dead-lettered", PROGRESS, counts["input_lines"],
+                     counts["examples"], counts["dead_letter"]["total"])
         with tf.io.gfile.GFile(os.path.join(dead_letter.uri, "counts.json"), "w") as f:
             f.write(json.dumps(counts, indent=1))
         dead_letter.set_int_custom_property("total", counts["dead_letter"]["total"])
@@ -272,13 +290,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 
 class LogExampleGen(base_beam_component.BaseBeamComponent):
-    """Joins raw interaction logs into train/eval tf.Examples, with a dead-letter output."""
+    """Joins raw interaction logs into train/eval (and test) tf.Examples, with a dead-letter output."""
 
     SPEC_CLASS = LogExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, input_format: str = "jsonl", split: str = "time", eval_days: int = 1,
-                 eval_percent: int = 20, split_seed: int = 0, fingerprint=None):
+                 eval_percent: int = 20, split_seed: int = 0, test_days: int = 0, test_percent: int = 0,
+                 fingerprint=None):
         """`fingerprint` defaults to `input_fingerprint(input_base)`, taken now; a compiled
         (Kubeflow) pipeline passes a run-time parameter instead, as its files are read later."""
         if input_format not in ("jsonl", "csv"):
@@ -286,6 +305,8 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
         super().__init__(spec=LogExampleGenSpec(
             input_base=input_base, input_format=input_format, split=split, eval_days=eval_days,
             eval_percent=eval_percent, split_seed=split_seed,
+            # only when asked for, so the cache key of a run without a test split stays as it was
+            test_days=test_days or None, test_percent=test_percent or None,
             input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=DeadLetter)))

@@ -108,7 +108,7 @@ def task_head(x, task, tower_units: Sequence[int], dropout: float = 0.0):
     """Task tower and output named after the task: sigmoid for binary tasks, linear for regression."""
     if tower_units:
         x = MLP(tower_units, dropout, name=f"{task.name}_tower")(x)
-    activation = "sigmoid" if task.type == "binary" else None
+    activation = task.kind.activation
     # float32 even under a mixed-precision policy: losses and scores need the full range.
     return keras.layers.Dense(1, activation=activation, name=task.name, dtype="float32")(x)
 

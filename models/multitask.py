@@ -23,13 +23,32 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from mtrec.config import BINARY, REGRESSION, RETRIEVAL, PipelineConfig, TaskConfig
+from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
 from mtrec.models import build_model
 from mtrec.models.esmm import CTCVR_SUFFIX, entire_space_tasks
 from mtrec.models.two_tower import ITEM_EMBEDDING, QUERY_EMBEDDING
 from mtrec.models.weighting import Weighting, make_weighting
+from mtrec.transformed import dense_inputs, presence_name
 
 _NONE = keras.losses.Reduction.NONE
+
+
+def _presence(labels, label: str) -> tf.Tensor:
+    """1 where the example has `label` (Transform's `<label>__present`; all ones without it)."""
+    present = labels.get(presence_name(label))
+    return tf.ones_like(labels[label]) if present is None else present
+
+
+def example_weight(task: TaskConfig, labels, entire_space: bool = False) -> tf.Tensor:
+    """A task's weight per example: 0 where its label (or its `given` label) is missing; times the
+    `given` label for a conditional task, except in entire space (ESMM), which trains on every
+    impression. Training and the exported `transform_features` signature both use it."""
+    weight = _presence(labels, task.label)
+    if task.given:
+        weight = weight * _presence(labels, task.given)
+        if not entire_space:
+            weight = weight * labels[task.given]
+    return weight
 
 
 def _average(per_example: tf.Tensor) -> tf.Tensor:
@@ -47,9 +66,8 @@ class PointwiseObjective:
     def __call__(self, features, labels, outputs) -> tf.Tensor:
         label = labels[self.task.label]
         if self.entire_space:
-            label, weight = label * labels[self.task.given], tf.ones_like(label)
-        else:
-            weight = labels[self.task.given] if self.task.given else tf.ones_like(label)
+            label = label * labels[self.task.given]
+        weight = example_weight(self.task, labels, self.entire_space)
         return _average(self.loss_fn(label, outputs[self.output]) * tf.reshape(weight, [-1]))
 
 
@@ -64,7 +82,7 @@ class RetrievalObjective:
     def __call__(self, features, labels, outputs) -> tf.Tensor:
         items = tf.reshape(features[self.item_key], [-1])
         probability = None if self.item_probability is None else tf.gather(self.item_probability, items)
-        weight = tf.reshape(labels[self.task.given], [-1]) if self.task.given else None
+        weight = tf.reshape(example_weight(self.task, labels), [-1]) if self.task.given else None
         per_example = self.retrieval(outputs[QUERY_EMBEDDING], outputs[ITEM_EMBEDDING], sample_weight=weight,
                                      candidate_sampling_probability=probability, candidate_ids=items,
                                      compute_metrics=False)
@@ -122,10 +140,8 @@ class MultiTaskModel(keras.Model):
         self.task_losses = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {}
         for t in self.tasks:
-            if t.type == BINARY:
-                self.task_metrics[t.name] = keras.metrics.AUC(name=f"{t.name}_auc")
-            elif t.type == REGRESSION:
-                self.task_metrics[t.name] = keras.metrics.RootMeanSquaredError(name=f"{t.name}_rmse")
+            if t.kind.keras_metric:
+                self.task_metrics[t.name] = getattr(keras.metrics, t.kind.keras_metric)(name=f"{t.name}_{t.kind.short}")
 
     def call(self, features, training=None):
         return self.network(features, training=training)
@@ -145,8 +161,8 @@ class MultiTaskModel(keras.Model):
         for t in self.tasks:
             self.task_losses[t.name].update_state(replicas * losses[t.name])
             if t.name in self.task_metrics:
-                weight = labels[t.given] if t.given else None
-                self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name], sample_weight=weight)
+                self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name],
+                                                       sample_weight=example_weight(t, labels))
 
     def train_step(self, data):
         features, labels = data
@@ -191,7 +207,8 @@ def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
                           item_probability: Optional[np.ndarray] = None) -> MultiTaskModel:
     """The configured architecture and weighting, compiled with Adam. Build it inside the
     distribution strategy's scope."""
-    network = build_model(config.model.architecture, vocab_sizes, config.features.numeric, config.tasks, config.model)
+    network = build_model(config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks,
+                          config.model)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)

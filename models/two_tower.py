@@ -10,14 +10,16 @@ import tf_keras as keras
 
 from mtrec.config import RETRIEVAL
 from mtrec.models.layers import MLP, feature_inputs, task_head
+from mtrec.transformed import bucket_name, missing_name
 
 QUERY_TOWER, ITEM_TOWER = "query_tower", "item_tower"
 QUERY_EMBEDDING, ITEM_EMBEDDING = "query_embedding", "item_embedding"
 
 
 def is_query_feature(name: str, query_features) -> bool:
-    """Query-side feature, counting a numeric feature's Transform bucket (`price_bucket`) with it."""
-    return name in query_features or any(name == f"{q}_bucket" for q in query_features)
+    """Query-side feature, counting a numeric feature's Transform outputs (`price_bucket`,
+    `price_missing`) with it."""
+    return any(name in (q, bucket_name(q), missing_name(q)) for q in query_features)
 
 
 def _tower(vocab_sizes, numeric, config, name):

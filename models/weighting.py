@@ -53,6 +53,7 @@ class Weighting(tf.Module):
         """Variables the network's optimizer trains together with the model."""
         return []
 
+    @tf.autograph.experimental.do_not_convert  # a no-op: nothing for AutoGraph to convert
     def after_step(self, losses: Dict[str, tf.Tensor], tape: tf.GradientTape, shared: List[tf.Variable]) -> None:
         """Called in every training step after the model update."""
 

@@ -3,7 +3,7 @@
     mtrec generate-logs --out DIR          write the seeded synthetic interaction log
     mtrec run --work-dir W                 raw logs -> TFX pipeline -> blessed model pushed for TF Serving
     mtrec data movielens-100k --out DIR    download MovieLens 100K (GroupLens) for `run --dataset`
-    mtrec config                           print the default configuration as YAML
+    mtrec config [--from-table FILE]       print the default configuration (or a table's draft) as YAML
     mtrec serve --model-base-path DIR      serve the pushed versions over TF Serving's gRPC and REST APIs
     mtrec query --target H:P --json '{..}' task scores from TF Serving (real or `mtrec serve`)
     mtrec recommend --user-json .. --items F   top-K items by a blend of task scores
@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from typing import List, Optional
 
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, WEIGHTINGS, ConfigError, PipelineConfig,
                           dataset_preset)
+from mtrec.reporting.table import format_summary
 from mtrec.serving import commands as serving_commands
 
 
@@ -68,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-arg", action="append", dest="beam_args", metavar="ARG",
                      help="Beam pipeline argument, repeatable (replaces the config's beam_args), e.g. "
                           "--beam-arg=--direct_running_mode=multi_processing --beam-arg=--direct_num_workers=0")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="show TensorFlow's, Beam's and TFX's own output too (default: in WORK_DIR/mtrec.log)")
 
     data = commands.add_parser("data", help="download a public dataset",
                                description="Download a public dataset for `mtrec run --dataset NAME --data-dir DIR`. "
@@ -75,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("dataset", choices=[d for d in DATASETS if d != "synthetic"])
     data.add_argument("--out", required=True, help="directory to write the files into")
 
-    commands.add_parser("config", help="print the default configuration as YAML")
+    config = commands.add_parser("config", help="print the default configuration as YAML, or draft one for a table",
+                                 description="Print the defaults as YAML; with --from-table, a config drafted from "
+                                             "a ready example table's header and values (CSV or Parquet).")
+    config.add_argument("--from-table", metavar="FILE", help="draft data, features and tasks from this table")
+    config.add_argument("--labels", help="comma-separated label columns (default: 0/1 columns with a label-like name)")
     serving_commands.add_commands(commands)
     _kfp_parser(commands)
     return parser
@@ -181,52 +189,73 @@ def _merge(raw: dict, overrides: dict) -> None:
             raw[key] = value
 
 
-def format_summary(summary: dict) -> str:
-    """The per-task metrics table, blessing and push destination, for people."""
-    lines = [f"\nExamples: {summary.get('examples')}"]
-    if summary.get("dead_letter") is not None:
-        dl = summary["dead_letter"]
-        lines.append(f"Input lines: {summary['input_lines']}, accepted {summary['accepted_lines']}, "
-                     f"dead-lettered {dl['total']} {dl['by_reason'] or ''} -> {dl['uri']}")
-    header = f"{'task':<12}{'metric':<10}{'value':>9}{'oracle':>9}{'gap':>9}   other"
-    lines += ["", header, "-" * len(header)]
-    for task, metrics in summary["tasks"].items():
-        if "top_100" in metrics:
-            lines.append(f"{task:<12}{'top-100':<10}{metrics['top_100']:>9.4f}{'':>18}   "
-                         + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "top_100"))
-            continue
-        gated = "auc" if "auc" in metrics else "root_mean_squared_error"
-        oracle = metrics.get("oracle_auc")
-        others = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                           if k not in (gated, "oracle_auc", "gap_to_oracle", "slices", "example_count"))
-        lines.append(f"{task:<12}{'auc' if gated == 'auc' else 'rmse':<10}{metrics.get(gated, float('nan')):>9.4f}"
-                     f"{oracle if oracle is not None else float('nan'):>9.4f}"
-                     f"{metrics.get('gap_to_oracle', float('nan')):>9.4f}   {others}")
-    if summary.get("stl"):
-        lines += ["", f"{'task':<12}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]
-        for task, row in summary["stl"].items():
-            flag = "  negative transfer" if row["negative_transfer"] else ""
-            lines.append(f"{task:<12}{row['metric']:<24}{row['mtl']:>9.4f}{row['stl']:>9.4f}{row['delta']:>+9.4f}{flag}")
-    if summary.get("tfrs_tutorial"):
-        ours = summary.get("tfrs_comparison") or {"joint": {"top_100": summary.get("retrieval_top100"),
-                                                            "rmse": summary.get("rmse")}}
-        number = lambda v: f"{v:>9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
-        lines += ["", f"{'TFRS protocol':<16}{'tutorial top-100':>17}{'RMSE':>7}{'mtrec top-100':>15}{'RMSE':>9}"]
-        for row, published in summary["tfrs_tutorial"].items():
-            mine = ours.get(row, {})
-            lines.append(f"{row:<16}{published['top_100']:>17.3f}{published['rmse']:>7.3f}"
-                         f"{number(mine.get('top_100')):>15}{number(mine.get('rmse'))}")
-    if summary.get("task_weights"):
-        lines += ["", "Task weights in the last epoch: "
-                  + ", ".join(f"{k}={v:.3g}" for k, v in summary["task_weights"][-1].items())]
-    lines.append("")
-    lines.append("BLESSED" if summary["blessed"] else "NOT BLESSED: " + "; ".join(summary["failed_gates"]))
-    check = summary.get("serving_check")
-    if check and not check["passed"]:
-        lines.append(f"SERVING CHECK FAILED (the model does not load or answer as a model server would): "
-                     f"{check['problem']}")
-    lines.append(f"Pushed: {summary['pushed_model']}" if summary["pushed_model"] else "Nothing pushed.")
-    return "\n".join(lines)
+def config_text(args) -> str:
+    """The default config, or one drafted from a table, as YAML."""
+    if not args.from_table:
+        return PipelineConfig().to_yaml()
+    import yaml
+
+    from mtrec.data import draft
+
+    if not os.path.isfile(args.from_table):
+        raise FileNotFoundError(f"--from-table {args.from_table}: no such file")
+    drafted = draft.draft(args.from_table, args.labels.split(",") if args.labels else None)
+    left_out = drafted.pop("_left_out")
+    if not drafted["tasks"]:
+        raise ConfigError(f"--from-table {args.from_table}: no label column found; name them with --labels")
+    raw = PipelineConfig().to_dict()
+    _merge(raw, drafted)
+    config = PipelineConfig.from_dict(raw)  # checked: the draft runs as it is
+    header = (f"# Drafted from {args.from_table}; check every treatment and the gates before a real run.\n"
+              + "".join(f"# left out: {line}\n" for line in left_out))
+    keep = {k: config.to_dict()[k] for k in ("data", "features", "tasks", "slices", "model")}
+    return header + yaml.safe_dump(keep, sort_keys=False)
+
+
+def run_command(args) -> int:
+    """`mtrec run`: progress and the table on the terminal, everything else in WORK_DIR/mtrec.log;
+    a failure is one paragraph there and its trace in the log."""
+    from mtrec.terminal import quiet_terminal
+
+    config = load_config(args)  # a bad config is refused before TFX loads (seconds)
+    os.makedirs(args.work_dir, exist_ok=True)
+    log_path = os.path.join(args.work_dir, "mtrec.log")
+    with quiet_terminal(log_path, args.verbose) as (out, err):
+        from mtrec.components.anomaly_gate import DataAnomalyError
+        from mtrec.pipeline import runner
+
+        try:
+            summary = runner.run(config, args.work_dir, data_dir=args.logs,
+                                 progress=lambda line: print(line, file=err, flush=True))
+        except DataAnomalyError as e:
+            traceback.print_exc()
+            print(f"mtrec run: stopped before training: {e}\n(The full trace is in {log_path}.)", file=err)
+            return 3
+        except (ConfigError, FileNotFoundError) as e:
+            traceback.print_exc()
+            print(f"mtrec run: {e}", file=err)
+            return 2
+        except Exception as e:  # noqa: BLE001 - every failure gets a readable paragraph
+            traceback.print_exc()
+            print(failure_paragraph(e, log_path), file=err)
+            return 1
+        print(format_summary(summary), file=out)
+        print(f"Summary: {args.work_dir}/{runner.SUMMARY_FILE}", file=out)
+    return 0
+
+
+def failure_paragraph(error: BaseException, log_path: str) -> str:
+    """What failed, where, and what to do, in a few lines."""
+    component = getattr(error, "mtrec_component", None)
+    cause = error
+    for _ in range(20):  # the innermost error says most
+        if (cause.__cause__ or cause.__context__) is None:
+            break
+        cause = cause.__cause__ or cause.__context__
+    message = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    where = f" in the {component} component" if component else ""
+    return (f"mtrec run failed{where}: {type(cause).__name__}: {message[:500]}\n"
+            f"The full trace and the libraries' output are in {log_path}; `mtrec run -v` shows them as it runs.")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -237,7 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "kfp":
             return kfp_command(args)
         if args.command == "config":
-            print(PipelineConfig().to_yaml(), end="")
+            print(config_text(args), end="")
         elif args.command == "generate-logs":
             from mtrec.data import malformed, synthetic
 
@@ -254,17 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             print(f"Wrote {movielens.download(args.out)} (MovieLens 100K, GroupLens; see its README for the license)")
         elif args.command == "run":
-            config = load_config(args)  # a bad config is refused before TFX loads (seconds)
-            from mtrec.components.anomaly_gate import DataAnomalyError
-            from mtrec.pipeline import runner
-
-            try:
-                summary = runner.run(config, args.work_dir, data_dir=args.logs)
-            except DataAnomalyError as e:
-                print(f"mtrec run: stopped: {e}", file=sys.stderr)
-                return 3
-            print(format_summary(summary))
-            print(f"Summary: {args.work_dir}/{runner.SUMMARY_FILE}")
+            return run_command(args)
     except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
         print(f"mtrec {args.command}: {e}", file=sys.stderr)
         return 2

@@ -11,18 +11,16 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import yaml
 
-BINARY = "binary"
-REGRESSION = "regression"
-RETRIEVAL = "retrieval"
-TASK_TYPES = (BINARY, REGRESSION, RETRIEVAL)
+from mtrec.task_types import BINARY, REGRESSION, RETRIEVAL, TASK_TYPES, TaskType  # noqa: F401 (re-exported)
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm", "cross_stitch", "two_tower")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "dwa")
 ORCHESTRATORS = ("local", "beam")
 SOURCES = ("synthetic", "events", "examples", "movielens-100k")
+SPLIT_NAMES = ("train", "eval", "test")
 GATE_BASELINES = ("latest_blessed", "single_task")
 PROTOCOLS = ("", "tfrs")
 DATASETS = ("synthetic", "movielens-100k")
@@ -74,33 +72,49 @@ class TaskConfig:
 
     def __post_init__(self):
         self.label = self.label or self.name
-        default_loss = {BINARY: "binary_crossentropy", REGRESSION: "huber", RETRIEVAL: "categorical_crossentropy"}
-        self.loss = self.loss or default_loss.get(self.type, "")
+        self.loss = self.loss or (TASK_TYPES[self.type].default_loss if self.type in TASK_TYPES else "")
+
+    @property
+    def kind(self) -> TaskType:
+        """What this task's type means (activation, loss, metrics, gate direction)."""
+        return TASK_TYPES[self.type]
 
     @property
     def gate_metric(self) -> str:
-        return "auc" if self.type == BINARY else "root_mean_squared_error"
+        return self.kind.gate_metric
 
 
 @dataclass
 class FeaturesConfig:
-    """Model inputs by how Transform treats them.
+    """Model inputs by how Transform treats them, missing values included.
 
     ids and categorical features get vocabularies with OOV buckets (unseen values at serving time
-    land in a bucket instead of failing); numeric features are z-scored and also bucketised into
-    `numeric_buckets` quantiles.
+    land in a bucket instead of failing); a missing value (absent, empty string) is its own
+    vocabulary entry, `__missing__`, distinct from OOV. Int-coded categoricals work as they are.
+    `hashed` features (`{name: buckets}`) are hashed into that many buckets instead, for ids too
+    many for a vocabulary; a missing value takes a bucket of its own. Numeric features are
+    z-scored and bucketised into `numeric_buckets` quantiles; a missing value (absent or NaN) is
+    imputed with the mean of the present values (Transform's analyzer) or the constant in
+    `impute`, and the model also sees `<name>_missing` (1 where it was missing).
     """
 
     ids: List[str] = field(default_factory=lambda: ["user_id", "item_id"])
     categorical: List[str] = field(
         default_factory=lambda: ["device", "page", "position", "hour", "age_bucket", "region", "category"])
     numeric: List[str] = field(default_factory=lambda: ["price", "user_tenure_days"])
+    hashed: Dict[str, int] = field(default_factory=dict)
+    impute: Dict[str, float] = field(default_factory=dict)
     oov_buckets: int = 10
     numeric_buckets: int = 10
 
     @property
+    def vocabulary(self) -> List[str]:
+        """Features looked up in a Transform vocabulary."""
+        return self.ids + self.categorical
+
+    @property
     def names(self) -> List[str]:
-        return self.ids + self.categorical + self.numeric
+        return self.ids + self.categorical + list(self.hashed) + self.numeric
 
 
 @dataclass
@@ -114,7 +128,11 @@ class DataConfig:
       path: directory of the logs, of the example files or of MovieLens.
       format: events: jsonl or csv (optionally .gz); examples: csv, parquet or tfrecord.
       split: `time` (the last `eval_days` days are the eval split) or `hash` (`eval_percent` of
-        impression ids, drawn by hashing them with `split_seed`).
+        impression ids, drawn by hashing them with `split_seed`); ignored when `splits` is given.
+      splits: the user's own split files, `{train: PATTERN, eval: PATTERN, test: PATTERN}` (glob
+        patterns under `path`, `test` optional), for ready example tables.
+      test_days, test_percent: an optional `test` split, never seen by training or early
+        stopping: the last `test_days` days (after the eval days) or `test_percent` of ids.
       schema: schema.pbtxt to validate against; `infer` lets SchemaGen infer one.
     """
 
@@ -125,6 +143,9 @@ class DataConfig:
     eval_days: int = 1
     eval_percent: int = 20
     split_seed: int = 0
+    splits: Dict[str, str] = field(default_factory=dict)
+    test_days: int = 0
+    test_percent: int = 0
     schema: str = "default"
     impressions: int = 200_000
     days: int = 7
@@ -272,9 +293,25 @@ class PipelineConfig:
                f"must be one of {formats[self.data.source]} for source {self.data.source}")
         _check(self.data.split in ("time", "hash"), "data.split", self.data.split, "must be time or hash")
         _check(self.data.source != "examples" or self.data.split == "hash", "data.split", self.data.split,
-               "ready example tables are split by hash")
+               "ready example tables are split by hash (or by their own files: data.splits)")
         _check(0 < self.data.eval_percent < 100, "data.eval_percent", self.data.eval_percent, "must be in 1..99")
         _check(self.data.eval_days >= 1, "data.eval_days", self.data.eval_days, "must be >= 1")
+        _check(self.data.test_days >= 0, "data.test_days", self.data.test_days, "must be >= 0")
+        _check(0 <= self.data.test_percent < 100 - self.data.eval_percent, "data.test_percent",
+               self.data.test_percent, "must be >= 0 and leave some of the data for training beside eval_percent")
+        if self.data.splits:
+            _check(self.data.source == "examples", "data.splits", self.data.splits,
+                   "is for ready example tables (source: examples)")
+            _check({"train", "eval"} <= set(self.data.splits) <= set(SPLIT_NAMES), "data.splits",
+                   sorted(self.data.splits), f"needs train and eval patterns, and may have test ({SPLIT_NAMES})")
+        features = self.features
+        names = features.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        _check(not repeated, "features", repeated, "a feature can have one treatment only")
+        for name, buckets in features.hashed.items():
+            _check(buckets >= 2, f"features.hashed.{name}", buckets, "must be >= 2 buckets")
+        unknown = sorted(set(features.impute) - set(features.numeric))
+        _check(not unknown, "features.impute", unknown, "imputes numeric features only")
         _check(self.data.impressions >= 100, "data.impressions", self.data.impressions, "must be >= 100")
         model = self.model
         _check(model.architecture in ARCHITECTURES, "model.architecture", model.architecture,
@@ -305,7 +342,7 @@ class PipelineConfig:
         for i, task in enumerate(self.tasks):
             _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", task.name), f"tasks[{i}].name", task.name,
                    "must be an identifier (it names a model output)")
-            _check(task.type in TASK_TYPES, f"tasks[{i}].type", task.type, f"must be one of {TASK_TYPES}")
+            _check(task.type in TASK_TYPES, f"tasks[{i}].type", task.type, f"must be one of {tuple(TASK_TYPES)}")
             _check(task.type != RETRIEVAL or model.architecture == "two_tower", f"tasks[{i}].type", task.type,
                    "retrieval needs model.architecture two_tower")
             _check(task.weight >= 0, f"tasks[{i}].weight", task.weight, "must be >= 0")
@@ -333,7 +370,16 @@ class PipelineConfig:
     @property
     def evaluated_tasks(self) -> List[TaskConfig]:
         """Tasks TFMA evaluates per example; retrieval is measured over the whole catalogue instead."""
-        return [t for t in self.tasks if t.type != RETRIEVAL]
+        return [t for t in self.tasks if t.kind.evaluated_by_tfma]
+
+    @property
+    def has_test_split(self) -> bool:
+        data = self.data
+        return "test" in data.splits if data.splits else bool(data.test_days if data.split == "time" else data.test_percent)
+
+    @property
+    def split_names(self) -> List[str]:
+        return [s for s in SPLIT_NAMES if s != "test" or self.has_test_split]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -441,6 +487,11 @@ def _convert(hint, value, path: str):
         origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {path}={value!r}: expected a mapping")
+        key_hint, value_hint = typing.get_args(hint)
+        return {_convert(key_hint, k, path): _convert(value_hint, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (list, List):
         if not isinstance(value, list):
             raise ConfigError(f"config {path}={value!r}: expected a list")

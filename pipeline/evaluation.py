@@ -1,10 +1,15 @@
 """The TFMA EvalConfig, generated from the task list: per-task metrics, slices and release gates.
 
-Binary tasks report AUC, PR-AUC, log loss and calibration and are gated on AUC; regression tasks
-report RMSE and MAE and are gated on RMSE. Each gate has an absolute bound and a change threshold
-against the baseline model (the latest blessed one, or the single-task models with
-`gate_against: single_task`), so no task may fall behind it beyond its tolerance. Conditional tasks
-are weighted by their `given` label, so like-given-click is measured on clicked impressions only.
+What each task type reports and is gated on comes from `mtrec.task_types` (binary: AUC, PR-AUC,
+log loss, calibration, gated on AUC; regression: RMSE, MAE, gated on RMSE). Each gate has an
+absolute bound and a change threshold against the baseline model (the latest blessed one, or the
+single-task models with `gate_against: single_task`), so no task may fall behind it beyond its
+tolerance.
+
+Labels and example weights come from the model's `transform_features` signature (TFMA's
+preprocessing function): each task's label as trained on and `<task>__weight`, which is 0 where
+the label is missing and, for a conditional task, its `given` label, so like-given-click is
+measured on clicked impressions only and a row without a like label counts for no like metric.
 
 TFMA calls the model's `evaluate` signature, which returns exactly the evaluated tasks, so the
 candidate and any baseline (multi-task, or single-task models side by side) give TFMA the same
@@ -16,18 +21,17 @@ import sys
 
 import tensorflow_model_analysis as tfma
 
-from mtrec.config import BINARY, PipelineConfig, TaskConfig
-from mtrec.serving.signatures import EVALUATE
-
-BINARY_METRICS = ("AUCPrecisionRecall", "BinaryCrossentropy", "Calibration", "MeanLabel", "MeanPrediction")
-REGRESSION_METRICS = ("MeanAbsoluteError", "MeanLabel", "MeanPrediction")
+from mtrec.config import PipelineConfig, TaskConfig
+from mtrec.serving.signatures import EVALUATE, TRANSFORM_FEATURES
+from mtrec.transformed import weight_name
 
 
 def _gate(task: TaskConfig, gated: bool = True) -> tfma.MetricThreshold:
-    higher_is_better = task.type == BINARY
+    """The task's release gate; with `gated=False`, thresholds no value can fail (report only)."""
+    higher_is_better = task.kind.higher_is_better
     bound = task.gate.bound if gated else None
     if bound is None:  # always a value threshold: with change thresholds alone TFMA blesses no first model
-        bound = 0.0 if higher_is_better else sys.float_info.max
+        bound = -sys.float_info.max if higher_is_better else sys.float_info.max
     value = tfma.GenericValueThreshold(**{"lower_bound" if higher_is_better else "upper_bound": {"value": bound}})
     tolerance = task.gate.tolerance if gated else sys.float_info.max
     return tfma.MetricThreshold(
@@ -44,11 +48,10 @@ def output_names(config: PipelineConfig) -> dict:
 
 
 def _metrics(task: TaskConfig, output_name: str, gated: bool) -> tfma.MetricsSpec:
-    gated = "AUC" if task.type == BINARY else "RootMeanSquaredError"
-    others = BINARY_METRICS if task.type == BINARY else REGRESSION_METRICS
+    kind = task.kind
     overall_only = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_gate(task, gated))
-    metrics = [tfma.MetricConfig(class_name=gated, per_slice_thresholds=[overall_only])]
-    metrics += [tfma.MetricConfig(class_name=name) for name in others]
+    metrics = [tfma.MetricConfig(class_name=kind.gate_class, per_slice_thresholds=[overall_only])]
+    metrics += [tfma.MetricConfig(class_name=name) for name in kind.report_classes]
     metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
     return tfma.MetricsSpec(output_names=[output_name] if output_name else [], metrics=metrics)
 
@@ -56,19 +59,22 @@ def _metrics(task: TaskConfig, output_name: str, gated: bool) -> tfma.MetricsSpe
 def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: bool = True) -> tfma.EvalConfig:
     """The EvalConfig of every task TFMA can measure per example (all but retrieval).
 
-    With `gated=False` the thresholds cannot fail: for the Evaluator that only measures the
-    multi-task model against the single-task baselines, beside the one that gates the release.
+    With `gated=False` the thresholds cannot fail: for Evaluators that only report (the
+    multi-task model against the single-task baselines, the test split) beside the one that gates
+    the release.
     """
     outputs = output_names(config)
+    # A SavedModel called through its signatures: named, TFMA need not load it as Keras to guess.
+    common = {"signature_name": signature_name, "preprocessing_function_names": [TRANSFORM_FEATURES],
+              "model_type": tfma.constants.TF_GENERIC}
     if "" in outputs:
         task = outputs[""]
-        model_spec = tfma.ModelSpec(signature_name=signature_name, label_key=task.label,
-                                    example_weight_key=task.given or "")
+        model_spec = tfma.ModelSpec(label_key=task.label, example_weight_key=weight_name(task.name), **common)
     else:
         model_spec = tfma.ModelSpec(
-            signature_name=signature_name,
+            **common,
             label_keys={name: t.label for name, t in outputs.items()},
-            example_weight_keys={name: t.given for name, t in outputs.items() if t.given})
+            example_weight_keys={name: weight_name(t.name) for name, t in outputs.items()})
     options = tfma.Options()
     options.include_default_metrics.value = False  # the compiled Keras metrics ignore task weights
     return tfma.EvalConfig(

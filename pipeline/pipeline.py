@@ -1,7 +1,8 @@
 """The TFX pipeline, assembled from small builders: ingest, validate, transform, train, evaluate, push.
 
-    ingest -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> AnomalyGate
+    ingest -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> AnomalyGate (schema and config)
            -> Transform -> Trainer -> Evaluator (vs latest blessed model)
+                                   [-> test_evaluator (the test split, report only)]
                                    -> ServingWarmup (loads as TF Serving would, writes warm-up records)
            -> Pusher (the warmed model, if both bless it)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import importlib.util
 import os
 from typing import List, Optional
 
@@ -24,19 +26,23 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.custom_executors import parquet_executor
 from tfx.dsl.components.base import executor_spec
 
-from mtrec import config as config_module
-from mtrec import models, schemas
+from mtrec import schemas
 from mtrec.components.anomaly_gate import AnomalyGate
 from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.config import PipelineConfig
-from mtrec.pipeline import preprocessing, training
 from mtrec.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "mtrec.pipeline.preprocessing.preprocessing_fn"
 RUN_FN = "mtrec.pipeline.training.run_fn"
+# The code each runs, by module: what their cache keys hash (packages hash every file under them).
+TRANSFORM_CODE = ("mtrec.pipeline.preprocessing", "mtrec.config", "mtrec.task_types", "mtrec.transformed")
+TRAINER_CODE = TRANSFORM_CODE + ("mtrec.models", "mtrec.pipeline.training", "mtrec.pipeline.datasets",
+                                 "mtrec.pipeline.export", "mtrec.pipeline.retrieval", "mtrec.pipeline.distribution",
+                                 "mtrec.serving.signatures")
 SINGLE_TASK_TRAINER = "single_task_trainer"
 SINGLE_TASK_EVALUATOR = "single_task_evaluator"
+TEST_EVALUATOR = "test_evaluator"
 DEFAULT_SCHEMA = os.path.join(os.path.dirname(schemas.__file__), "schema.pbtxt")
 
 
@@ -50,27 +56,31 @@ class PipelinePaths:
     metadata: Optional[str] = None
 
 
-def _hash_split(eval_percent: int) -> tfx.proto.Output:
+def _hash_split(eval_percent: int, test_percent: int = 0) -> tfx.proto.Output:
+    buckets = {"train": 100 - eval_percent - test_percent, "eval": eval_percent, "test": test_percent}
     return tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-        tfx.proto.SplitConfig.Split(name="train", hash_buckets=100 - eval_percent),
-        tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_percent)]))
+        tfx.proto.SplitConfig.Split(name=name, hash_buckets=n) for name, n in buckets.items() if n]))
 
 
 def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None):
-    """Raw event logs go through LogExampleGen; ready example tables through TFX's own ExampleGens."""
+    """Raw event logs go through LogExampleGen; ready example tables through TFX's own ExampleGens,
+    split by hash or by the user's own files (`data.splits`, TFX's input config)."""
     data = config.data
     if data.source in ("synthetic", "events", "movielens-100k"):
         return LogExampleGen(input_base=data_dir, input_format=data.format, split=data.split,
                              eval_days=data.eval_days, eval_percent=data.eval_percent, split_seed=data.split_seed,
-                             fingerprint=fingerprint)
-    output = _hash_split(data.eval_percent)
+                             test_days=data.test_days, test_percent=data.test_percent, fingerprint=fingerprint)
+    if data.splits:
+        splits = {"input_config": tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name=name, pattern=pattern) for name, pattern in data.splits.items()])}
+    else:
+        splits = {"output_config": _hash_split(data.eval_percent, data.test_percent)}
     if data.format == "csv":
-        return tfx.components.CsvExampleGen(input_base=data_dir, output_config=output)
+        return tfx.components.CsvExampleGen(input_base=data_dir, **splits)
     if data.format == "tfrecord":
-        return tfx.components.ImportExampleGen(input_base=data_dir, output_config=output)
+        return tfx.components.ImportExampleGen(input_base=data_dir, **splits)
     return tfx.components.FileBasedExampleGen(
-        input_base=data_dir, output_config=output,
-        custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor))
+        input_base=data_dir, custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor), **splits)
 
 
 def schema_gen(config: PipelineConfig, statistics, default_schema: str = DEFAULT_SCHEMA):
@@ -81,13 +91,14 @@ def schema_gen(config: PipelineConfig, statistics, default_schema: str = DEFAULT
     return tfx.components.ImportSchemaGen(schema_file=path)
 
 
-def code_fingerprint(*modules) -> str:
-    """Hash of the Python sources under `modules` (packages or files). Transform and Trainer get
-    their code by import path, which TFX's cache does not see: this puts the code in the cache key,
-    as TFX does for a module_file."""
+def code_fingerprint(modules) -> str:
+    """Hash of the Python sources of `modules` (dotted names of packages or modules), found by
+    path without importing them. Transform and Trainer get their code by import path, which TFX's
+    cache does not see: this puts the code in the cache key, as TFX does for a module_file."""
     digest = hashlib.sha256()
     for module in modules:
-        root = os.path.dirname(module.__file__) if module.__file__.endswith("__init__.py") else module.__file__
+        origin = importlib.util.find_spec(module).origin
+        root = os.path.dirname(origin) if origin.endswith("__init__.py") else origin
         files = sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)) if os.path.isdir(root) else [root]
         for path in files:
             with open(path, "rb") as f:
@@ -97,22 +108,33 @@ def code_fingerprint(*modules) -> str:
 
 def transform_component(config: PipelineConfig, examples, schema):
     return tfx.components.Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+                                    # the test split is for the test Evaluator, which reads raw examples
+                                    splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
                                     custom_config={"config": config.transform_json(),
-                                                   "code": code_fingerprint(preprocessing, config_module)})
+                                                   "code": code_fingerprint(TRANSFORM_CODE)})
+
+
+def _source(config: PipelineConfig, paths: PipelinePaths) -> str:
+    """How error messages name the input: the table's files, or the joined logs."""
+    data = config.data
+    if data.source == "examples":
+        return f"{data.format} table {paths.data}"
+    return f"examples joined from {paths.data}"
 
 
 def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file: str = DEFAULT_SCHEMA,
                       data_fingerprint=None) -> List:
     """The pipeline's components; `schema_file` is the default schema's path where they run and
     `data_fingerprint` what tells TFX's cache that the logs changed (default: their files now)."""
-    custom_config = {"config": config.training_json(), "code": code_fingerprint(models, training, preprocessing, config_module)}
+    custom_config = {"config": config.training_json(), "code": code_fingerprint(TRAINER_CODE)}
     ingest = example_gen(config, paths.data, data_fingerprint)
     examples = ingest.outputs["examples"]
     statistics = tfx.components.StatisticsGen(examples=examples)
     schema = schema_gen(config, statistics.outputs["statistics"], schema_file)
     validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
                                                 schema=schema.outputs["schema"])
-    gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
+    gate = AnomalyGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
+                       schema=schema.outputs["schema"], config=config.transform_json(), source=_source(config, paths))
     transform = transform_component(config, examples, schema.outputs["schema"])
     transform.add_upstream_node(gate)
     def trainer_on(custom):
@@ -142,6 +164,10 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
                 eval_config=eval_config(config, gated=False)).with_id(SINGLE_TASK_EVALUATOR))
     evaluator = tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
                                          baseline_model=baseline_model, eval_config=eval_config(config))
+    if config.has_test_split:  # reported, never gated: the release gate stays on eval
+        extra.append(tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
+                                              eval_config=eval_config(config, gated=False),
+                                              example_splits=["test"]).with_id(TEST_EVALUATOR))
     warmup = ServingWarmup(model=trainer.outputs["model"], examples=examples, model_name=config.model_name)
     pusher = tfx.components.Pusher(  # pushes the warmed copy of the Trainer's model
         model_blessing=evaluator.outputs["blessing"], infra_blessing=warmup.outputs["blessing"],

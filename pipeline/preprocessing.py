@@ -2,35 +2,85 @@
 
 Passed to Transform by import path (`mtrec.pipeline.preprocessing.preprocessing_fn`) with the
 pipeline config as `custom_config`, so the same code runs in training and inside every exported
-serving signature.
+serving signature. Missing values are part of the design, not an error: a feature the schema
+marks optional arrives as a SparseTensor with rows absent, a present one may hold a sentinel
+(empty string, NaN); both mean missing. Output names: `mtrec.transformed`.
 """
 from __future__ import annotations
+
+from typing import Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from mtrec.config import PipelineConfig
+from mtrec.transformed import MISSING, bucket_name, missing_name, presence_name
+
+INT_MISSING = tf.int64.min  # what an absent int value becomes before it is masked
 
 
-def bucket_name(numeric_feature: str) -> str:
-    return f"{numeric_feature}_bucket"
+def with_missing(x) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(values [batch, 1], missing [batch, 1] bool) of a raw feature, dense or sparse."""
+    if x.dtype == tf.string:
+        default = ""
+    elif x.dtype.is_integer:
+        default = tf.cast(INT_MISSING, x.dtype)
+    else:
+        default = float("nan")
+    if isinstance(x, tf.SparseTensor):
+        x = tft.sparse_tensor_to_dense_with_shape(x, [None, 1], default_value=default)
+    x = tf.reshape(x, [-1, 1])
+    if x.dtype == tf.string:
+        missing = tf.equal(x, "")
+    elif x.dtype.is_integer:
+        missing = tf.equal(x, default)
+    else:
+        missing = tf.math.is_nan(x)
+    return x, missing
+
+
+def as_category(x) -> tf.Tensor:
+    """Strings for a vocabulary or a hash: int codes as text, a missing value as `MISSING`."""
+    values, missing = with_missing(x)
+    text = values if values.dtype == tf.string else tf.strings.as_string(values)
+    return tf.where(missing, MISSING, text)
 
 
 def preprocessing_fn(inputs, custom_config):
-    """Vocabularies with OOV buckets for ids and categoricals, z-score and quantile buckets for
-    numerics, labels passed through as float32. All outputs have shape [batch, 1]."""
+    """Vocabularies with OOV buckets (ids, categoricals), hash buckets (hashed), z-score and
+    quantile buckets of imputed values plus missing indicators (numerics), labels as float32 with
+    their presence. All outputs have shape [batch, 1]. A mean-imputed value has z-score 0."""
     config = PipelineConfig.from_json(custom_config["config"])
     features = config.features
     outputs = {}
-    for name in features.ids + features.categorical:
+    for name in features.vocabulary:
         # Named per feature: TFT's lookup tables take their shared name from this scope, and two
         # pipelines in one process (tests, notebooks) would otherwise collide on a numbered one.
         outputs[name] = tft.compute_and_apply_vocabulary(
-            inputs[name], num_oov_buckets=features.oov_buckets, vocab_filename=name, name=f"vocabulary_{name}")
+            as_category(inputs[name]), num_oov_buckets=features.oov_buckets, vocab_filename=name,
+            name=f"vocabulary_{name}")
+    for name, buckets in features.hashed.items():
+        text = as_category(inputs[name])  # bucket 0 is kept for a missing value
+        outputs[name] = tf.where(tf.equal(text, MISSING), tf.constant(0, tf.int64),
+                                 1 + tf.strings.to_hash_bucket_fast(text, buckets - 1))
     for name in features.numeric:
-        value = tf.cast(inputs[name], tf.float32)
-        outputs[name] = tft.scale_to_z_score(value)
-        outputs[bucket_name(name)] = tft.bucketize(value, num_buckets=features.numeric_buckets)
+        values, missing = with_missing(inputs[name])
+        value = tf.cast(values, tf.float32)
+        # Every statistic comes from the present values in one analysis phase (TFX's Transform
+        # deep-copies the data for a second phase, which Beam 2.74 no longer supports).
+        present = tf.boolean_mask(value, tf.logical_not(missing))
+        mean, variance = tft.mean(present, name=f"mean_{name}"), tft.var(present, name=f"var_{name}")
+        mean = tf.where(tf.math.is_nan(mean), 0.0, mean)  # 0 if no value was present at all
+        fill = tf.constant(features.impute[name], tf.float32) if name in features.impute else mean
+        imputed = tf.where(missing, fill, value)
+        std = tf.sqrt(variance)
+        outputs[name] = tf.where(std > 0, (imputed - mean) / std, imputed - mean)  # tft.scale_to_z_score's rule
+        boundaries = tft.quantiles(present, features.numeric_buckets, epsilon=min(1.0 / features.numeric_buckets, 0.01),
+                                   name=f"quantiles_{name}")  # tft.bucketize's defaults
+        outputs[bucket_name(name)] = tft.apply_buckets(imputed, boundaries)
+        outputs[missing_name(name)] = tf.cast(missing, tf.float32)
     for label in config.label_keys:
-        outputs[label] = tf.cast(inputs[label], tf.float32)
+        values, missing = with_missing(inputs[label])
+        outputs[label] = tf.where(missing, 0.0, tf.cast(values, tf.float32))
+        outputs[presence_name(label)] = 1.0 - tf.cast(missing, tf.float32)
     return outputs

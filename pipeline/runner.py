@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from typing import Callable, Dict, Optional
 
@@ -17,33 +18,51 @@ from mtrec.config import PipelineConfig
 from mtrec.data import movielens, synthetic
 from mtrec.pipeline import distribution
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
-from mtrec.pipeline.report import plot_summary
-from mtrec.pipeline.summary import summarize
+from mtrec.reporting.plot import plot_summary
+from mtrec.reporting.summary import summarize
+from mtrec.terminal import PROGRESS
 
 SUMMARY_FILE = "run_summary.json"
 PLOT_FILE = "run_summary.png"
 
 
 class _ProgressHandler(logging.Handler):
-    """Turns the DAG runners' 'Component X is running/finished' log lines into progress lines."""
+    """Turns the DAG runners' 'Component X is running/finished' log lines into progress lines, shows
+    mtrec's own progress lines (epochs, counts), and says every `heartbeat` seconds that a long
+    stage is still running."""
 
-    def __init__(self, emit: Callable[[str], None]):
+    def __init__(self, emit: Callable[[str], None], heartbeat: float = 30.0):
         super().__init__(logging.INFO)
-        self._emit, self._started = emit, {}
+        self._emit, self._started, self.current = emit, {}, None
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, args=(heartbeat,), daemon=True)
+        self._ticker.start()
+
+    def _tick(self, heartbeat: float):
+        while not self._stop.wait(heartbeat):
+            node = self.current
+            elapsed = time.time() - self._started.get(node, time.time())
+            if node is not None and elapsed >= heartbeat:
+                self._emit(f"    {node} running for {elapsed:.0f}s")
+
+    def close(self):
+        self._stop.set()
+        super().close()
 
     def emit(self, record):
         message = record.getMessage()
         if message.startswith(("Component ", "node ")) and message.endswith((" is running.", " is finished.")):
             node = message.split()[1]
             if message.endswith("running."):
-                self._started[node] = time.time()
+                self._started[node], self.current = time.time(), node
                 self._emit(f"  {node} ...")
             else:
+                self.current = None
                 self._emit(f"  {node} done in {time.time() - self._started.get(node, time.time()):.1f}s")
+        elif message.startswith(PROGRESS):
+            self._emit(f"    {message[len(PROGRESS):]}")
         elif "A cached execution" in message:
             self._emit("    (reused from TFX cache)")
-        elif record.levelno >= logging.ERROR:
-            self._emit(f"  ERROR {message}")
 
 
 def synthetic_data_dir(config: PipelineConfig, work_dir: str) -> str:
@@ -105,7 +124,11 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     started = time.time()
     try:
         dag_runner(config.orchestrator).run(create_pipeline(config, paths))
+    except Exception as error:
+        error.mtrec_component = handler.current  # where it failed, for the error paragraph
+        raise
     finally:
+        handler.close()
         absl_logger.removeHandler(handler)
         absl.logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]

@@ -1,16 +1,10 @@
-"""Trainer's run_fn: trains the configured multi-task model and exports it for TF Serving and TFMA.
+"""Trainer's run_fn: trains the configured multi-task model and exports it for TF Serving and TFMA
+(signatures: `mtrec.pipeline.export`).
 
 Passed to the Trainer by import path (`mtrec.pipeline.training.run_fn`) with the training part of
 the pipeline config as `custom_config`. With `single_task: true` in custom_config (the baselines
 Trainer) it trains one model per task instead and exports them side by side as one model, so TFMA
 compares them with the multi-task model in a single pass.
-
-Exported signatures, returning {task name: [batch, 1]} (plus embeddings for two-tower models):
-  serving_default: serialized tf.Example (`examples`) -> parsed -> Transform graph -> model.
-  serving_raw: one [batch] tensor per raw feature -> Transform graph -> model (rank candidates).
-  rank: raw features + a scalar `weight_<task>` per scored task -> task scores and their blend `score`.
-  evaluate: like serving_default, only the TFMA-evaluated tasks (what the Evaluator calls).
-  retrieve (two-tower models): raw query features -> top-100 `item_ids` and `scores` per query.
 
 Beside the model, `model_run` holds TensorBoard logs, `training.json` (per-epoch metrics and task
 weights) and, for retrieval tasks, `retrieval.json` (top-K accuracy over every item).
@@ -20,73 +14,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
-from tfx_bsl.public import tfxio
 
 from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
 from mtrec.models.multitask import WeightingCallback, build_multitask_model
-from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
 from mtrec.pipeline import distribution
-from mtrec.pipeline.preprocessing import bucket_name
-from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SERVING_DEFAULT, SERVING_RAW,
-                                     WEIGHT_PREFIX)
+from mtrec.pipeline.datasets import dataset
+from mtrec.pipeline.export import export_serving_model, side_by_side
+from mtrec.pipeline.retrieval import item_features, item_frequencies, item_table, retrieval_metrics
+from mtrec.terminal import PROGRESS
+from mtrec.transformed import bucket_name
 
-TOP_K = (1, 10, 50, 100)
 TRAINING_LOG = "training.json"
 RETRIEVAL_LOG = "retrieval.json"
 
 
 def vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> Dict[str, int]:
     features = config.features
-    sizes = {name: tft_output.vocabulary_size_by_name(name) + features.oov_buckets
-             for name in features.ids + features.categorical}
+    sizes = {name: tft_output.vocabulary_size_by_name(name) + features.oov_buckets for name in features.vocabulary}
+    sizes.update(features.hashed)
     sizes.update({bucket_name(name): features.numeric_buckets + 1 for name in features.numeric})
     return sizes
-
-
-def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
-            epochs: Optional[int] = 1, replicas: int = 1) -> tf.data.Dataset:
-    """(transformed features, {label name: label}) batches of the global batch size: batch_size
-    per replica. Workers of a cluster each keep their share of the batches (DATA sharding: the
-    Transform output has fewer files than a cluster may have workers)."""
-    data = data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size * replicas, num_epochs=epochs,
-                                              shuffle=shuffle, shuffle_seed=config.training.seed),
-        tft_output.transformed_metadata.schema)
-    if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch is to
-        # run several steps per call
-        batches = -(-example_count(files) // (config.training.batch_size * replicas))
-        data = data.apply(tf.data.experimental.assert_cardinality(batches * epochs))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return (data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-            .with_options(options))
-
-
-def example_count(files) -> int:
-    """Records in `files` (TFRecord patterns, gzipped or not), counted without parsing them."""
-    paths = sorted(p for pattern in ([files] if isinstance(files, str) else files) for p in tf.io.gfile.glob(pattern))
-    if not paths:
-        raise FileNotFoundError(f"no examples match {files}")
-    compression = "GZIP" if paths[0].endswith(".gz") else ""
-    return int(tf.data.TFRecordDataset(paths, compression_type=compression).reduce(np.int64(0), lambda n, _: n + 1))
-
-
-def label_splitter(config: PipelineConfig):
-    """batch -> (features, {label name: label}): what `MultiTaskModel` trains and evaluates on."""
-    labels = set(config.label_keys)
-
-    def split(batch):
-        return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
-
-    return split
 
 
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
@@ -103,52 +58,27 @@ def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConf
     return dataclasses.replace(config, tasks=tasks, model=model)
 
 
-# --- retrieval -----------------------------------------------------------------------------------
+class EpochProgress(keras.callbacks.Callback):
+    """One progress line per epoch (through absl, which `mtrec run` shows), instead of Keras's
+    stdout output."""
 
-def _item_features(network: keras.Model):
-    return list(network.get_layer(ITEM_TOWER).input_names)
+    def __init__(self, epochs: int, name: str = ""):
+        super().__init__()
+        self.epochs, self.name, self.started = epochs, f"{name}: " if name else "", 0.0
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
 
-def item_table(data: tf.data.Dataset, names) -> Dict[str, np.ndarray]:
-    """One row per item id seen in `data`, with its item-tower features: the retrieval candidates."""
-    seen: Dict[int, Dict] = {}
-    for features, _ in data.as_numpy_iterator():
-        for row, item in enumerate(features["item_id"][:, 0]):
-            if item not in seen:
-                seen[item] = {name: features[name][row] for name in names}
-    order = sorted(seen)
-    return {name: np.stack([seen[i][name] for i in order]) for name in names}
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = ", ".join(f"{k}={logs[k]:.4f}" for k in ("loss", "val_loss") if k in logs)
+        logging.info("%s%sepoch %d/%d %s (%.1fs)", PROGRESS, self.name, epoch + 1, self.epochs, shown,
+                     time.time() - self.started)
 
-
-def item_frequencies(data: tf.data.Dataset, num_items: int) -> np.ndarray:
-    """Share of training examples per item id: the in-batch sampling probability TFRS corrects for."""
-    counts = np.zeros(num_items)
-    for features, _ in data.as_numpy_iterator():
-        np.add.at(counts, features["item_id"][:, 0], 1)
-    return counts / max(counts.sum(), 1)
-
-
-def retrieval_metrics(network: keras.Model, data: tf.data.Dataset, items: Dict[str, np.ndarray],
-                      task: TaskConfig) -> Dict[str, float]:
-    """Top-K categorical accuracy over every item (TFRS FactorizedTopK), positives weighted by
-    the task's `given` label when it has one."""
-    query_tower, item_tower = network.get_layer(QUERY_TOWER), network.get_layer(ITEM_TOWER)
-    index = tfrs.layers.factorized_top_k.BruteForce(k=max(TOP_K))
-    index.index(item_tower(items, training=False))
-    metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=TOP_K)
-    for features, labels in data:
-        query = query_tower({n: features[n] for n in query_tower.input_names}, training=False)
-        true = item_tower({n: features[n] for n in item_tower.input_names}, training=False)
-        weight = tf.reshape(labels[task.given], [-1]) if task.given else None
-        metric.update_state(query, true, sample_weight=weight)
-    return {f"top_{k}": float(v.numpy()) for k, v in zip(TOP_K, metric.result())}
-
-
-# --- training and export -------------------------------------------------------------------------
 
 def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
           item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
-          backup: Optional[str] = None) -> Tuple[keras.Model, Dict]:
+          backup: Optional[str] = None, name: str = "") -> Tuple[keras.Model, Dict]:
     """Fits the configured model under `strategy`, resuming from the `backup` dir if it holds an
     interrupted run's last epoch; returns the network and {epoch metrics, task weights per epoch}."""
     keras.utils.set_random_seed(config.training.seed)
@@ -156,7 +86,8 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
     with strategy.scope():
         model = build_multitask_model(config, sizes, item_probability)
     weights = WeightingCallback(model.weighting)
-    callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights]
+    callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights,
+                 EpochProgress(config.training.epochs, name)]
     if backup and isinstance(strategy, tf.distribute.OneDeviceStrategy):
         logging.warning("No epoch backups under one_device: Keras's BackupAndRestore does not support "
                         "OneDeviceStrategy (the default strategy has them, on the same device)")
@@ -168,7 +99,7 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
                  config.model.architecture, config.model.weighting, [t.name for t in config.tasks],
                  type(strategy).__name__, strategy.num_replicas_in_sync,
                  config.training.batch_size * strategy.num_replicas_in_sync)
-    history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=2,
+    history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=0,
                         callbacks=callbacks)
     final = model.evaluate(eval_data, verbose=0, return_dict=True)  # the restored best weights
     return model.network, {"architecture": config.model.architecture, "weighting": config.model.weighting,
@@ -178,97 +109,6 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
                            "task_weights": weights.history,
                            "eval": {k: float(v) for k, v in final.items()},
                            "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
-
-
-def side_by_side(networks: Dict[str, keras.Model]) -> keras.Model:
-    """One model whose output `task` comes from `networks[task]`, for exporting single-task models."""
-    inputs = {}
-    for network in networks.values():
-        for tensor in network.inputs:
-            name = tensor.name.split(":")[0]
-            inputs.setdefault(name, keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name))
-    outputs = {}
-    for task, network in networks.items():
-        own_inputs = {n.name.split(":")[0]: inputs[n.name.split(":")[0]] for n in network.inputs}
-        # Wrapped under a name of its own: every baseline of a two-tower config is named two_tower.
-        own = keras.Model(own_inputs, network(own_inputs), name=f"{task}_single_task")(own_inputs)
-        if task in own:
-            outputs[task] = keras.layers.Identity(name=task)(own[task])
-    return keras.Model(inputs, outputs, name="single_task_models")
-
-
-def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput, config: PipelineConfig,
-                         export_dir: str, items: Optional[Dict[str, np.ndarray]] = None) -> None:
-    """Saves `network` with the Transform graph and the serving signatures (see module docstring)."""
-    network.tft_layer = tft_output.transform_features_layer()
-    raw_spec = {name: spec for name, spec in tft_output.raw_feature_spec().items() if name in config.features.names}
-
-    def predict(raw_features):
-        outputs = network(network.tft_layer(raw_features))
-        # Keras returns a lone output bare; TFMA and clients need {task: scores} whatever the count.
-        return outputs if isinstance(outputs, dict) else {network.output_names[0]: outputs}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_examples(serialized):
-        return predict(tf.io.parse_example(serialized, raw_spec))
-
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in raw_spec.items()}])
-    def serve_raw(features):
-        return predict({name: tf.reshape(value, [-1, 1]) for name, value in features.items()})
-
-    scored = [t.name for t in config.tasks if t.type != RETRIEVAL and t.name in network.output_names]
-    rank_spec = {**{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in raw_spec.items()},
-                 **{WEIGHT_PREFIX + task: tf.TensorSpec([], tf.float32, name=WEIGHT_PREFIX + task) for task in scored}}
-
-    @tf.function(input_signature=[rank_spec])
-    def rank(inputs):
-        """Task scores and their blend sum(weight_<task> * score), computed in the serving graph."""
-        outputs = predict({name: tf.reshape(inputs[name], [-1, 1]) for name in raw_spec})
-        scores = {task: outputs[task] for task in scored}
-        blend = tf.add_n([inputs[WEIGHT_PREFIX + task] * tf.reshape(scores[task], [-1]) for task in scored])
-        return {**scores, BLEND_OUTPUT: blend}
-
-    evaluated = [t.name for t in config.evaluated_tasks]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def evaluate(serialized):
-        """What TFMA measures: the evaluated tasks, the same outputs for every model it compares."""
-        outputs = predict(tf.io.parse_example(serialized, raw_spec))
-        return {task: outputs[task] for task in evaluated}
-
-    signatures = {SERVING_DEFAULT: serve_examples.get_concrete_function(),
-                  SERVING_RAW: serve_raw.get_concrete_function(),
-                  EVALUATE: evaluate.get_concrete_function()}
-    if scored:
-        signatures[RANK] = rank.get_concrete_function()
-    if items is not None:
-        signatures[RETRIEVE] = _retrieve_signature(network, tft_output, config, raw_spec, items)
-    network.save(export_dir, save_format="tf", signatures=signatures)
-
-
-def _retrieve_signature(network, tft_output, config, raw_spec, items):
-    """Top-K raw item ids and scores for raw query features, over every known item."""
-    query_tower, item_tower = network.get_layer(QUERY_TOWER), network.get_layer(ITEM_TOWER)
-    vocabulary = tft_output.vocabulary_by_name("item_id")
-    known = items["item_id"][:, 0] < len(vocabulary)  # OOV buckets have no raw id to return
-    candidates = {name: values[known] for name, values in items.items()}
-    network.retrieval_index = tfrs.layers.factorized_top_k.BruteForce(k=max(TOP_K))
-    network.retrieval_index.index(item_tower(candidates, training=False),
-                                  identifiers=tf.constant([vocabulary[i] for i in candidates["item_id"][:, 0]]))
-    query_spec = {n: s for n, s in raw_spec.items() if n in config.model.query_features}
-
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in query_spec.items()}])
-    def retrieve(features):
-        batch = tf.shape(next(iter(features.values())))[0]
-        raw = {name: tf.reshape(features[name], [-1, 1]) if name in features
-               else tf.fill([batch, 1], tf.constant("" if spec.dtype == tf.string else 0, spec.dtype))
-               for name, spec in raw_spec.items()}  # item-side inputs are unused by the query tower
-        transformed = network.tft_layer(raw)
-        query = query_tower({n: transformed[n] for n in query_tower.input_names})
-        scores, item_ids = network.retrieval_index(query)
-        return {"scores": scores, "item_ids": item_ids}
-
-    return retrieve.get_concrete_function()
 
 
 def _write_json(directory: str, name: str, value) -> None:
@@ -315,8 +155,8 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
     for name, run_config in runs.items():
         log_dir = (os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir) if chief else None
         networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability, strategy,
-                                           os.path.join(backup_root, name or "model"))
-    items = item_table(train_data.concatenate(eval_data), _item_features(next(iter(networks.values())))) \
+                                           os.path.join(backup_root, name or "model"), name)
+    items = item_table(train_data.concatenate(eval_data), item_features(next(iter(networks.values())))) \
         if retrieval else None
     for task in retrieval:
         for name, network in networks.items():  # baselines: every one, also those not trained for it

@@ -7,3 +7,11 @@ RETRIEVE = "retrieve"                # two-tower: raw query features -> top-100 
 EVALUATE = "evaluate"                # serialized tf.Example -> the TFMA-evaluated tasks only (for TFMA)
 WEIGHT_PREFIX = "weight_"
 BLEND_OUTPUT = "score"
+TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> labels and per-task weights (for TFMA)
+
+# Missing values in `serving_raw`, `rank` and `retrieve` (one dense [batch] tensor per feature, as
+# TF Serving requires every input): an empty string, NaN, or for int64 inputs the int64 minimum.
+# In `serving_default`/`evaluate`, leave the feature out of the tf.Example.
+MISSING_STRING = b""
+MISSING_FLOAT = float("nan")
+MISSING_INT = -(2 ** 63)

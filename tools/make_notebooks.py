@@ -41,7 +41,7 @@ log_example_gen.build_ingestion(pipeline, LOG_DIR, "jsonl", "time", 1, 20, examp
 result = pipeline.run(); result.wait_until_finish()
 counts = log_example_gen.summarize_counts(log_example_gen.read_counters(result))
 counts"""),
-    new_code_cell("""from mtrec.pipeline.oracle import read_split
+    new_code_cell("""from mtrec.reporting.oracle import read_split
 
 LABELS = ["click", "like", "purchase", "dwell"]
 FEATURES = ["device", "category", "age_bucket", "position"]

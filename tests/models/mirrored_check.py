@@ -26,6 +26,7 @@ def data(n: int, seed: int, batch: int) -> tf.data.Dataset:
     features = {name: rng.integers(size, size=(n, 1)) for name, size in VOCABS.items()}
     features["price"] = rng.normal(size=(n, 1)).astype("float32")
     features["price_bucket"] = np.digitize(features["price"], np.linspace(-2, 2, 9))
+    features["price_missing"] = np.zeros((n, 1), "float32")
     user, item = np.sin(features["user_id"] * 0.7), np.cos(features["item_id"] * 1.3)
     p_click = 1 / (1 + np.exp(-(user + item + 0.5 * features["price"] - 1)))
     click = (rng.random((n, 1)) < p_click).astype("float32")

@@ -19,7 +19,9 @@ def _regression_pair(weighting, noise=(0.5, 2.0), scale=(1.0, 1.0), b_coefficien
     x = rng.normal(size=(n, 2)).astype("float32")
     labels = {name: (s * (x @ w + rng.normal(scale=sd, size=n))).astype("float32")[:, None]
               for name, w, sd, s in (("a", [1.0, -2.0], noise[0], scale[0]), ("b", list(b_coefficients), noise[1], scale[1]))}
-    data = tf.data.Dataset.from_tensor_slices(({"x1": x[:, :1], "x2": x[:, 1:]}, labels)).batch(256)
+    present = np.zeros((n, 1), "float32")  # the missing indicators Transform adds beside each numeric
+    data = tf.data.Dataset.from_tensor_slices(({"x1": x[:, :1], "x2": x[:, 1:], "x1_missing": present,
+                                                "x2_missing": present}, labels)).batch(256)
     tf.keras.utils.set_random_seed(0)
     return build_multitask_model(config, {}), data
 

@@ -3,7 +3,7 @@ import tensorflow as tf
 
 from mtrec.components.log_example_gen import to_tf_example
 from mtrec.config import PipelineConfig
-from mtrec.pipeline.oracle import oracle_auc
+from mtrec.reporting.oracle import oracle_auc
 
 ROWS = [  # impression_id, click, like, purchase, p_click, p_like
     ("a", 1, 1, 0, 0.9, 0.8), ("b", 0, 0, 0, 0.2, 0.9), ("c", 1, 0, 1, 0.6, 0.3),

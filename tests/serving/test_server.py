@@ -30,7 +30,7 @@ from tests.serving.conftest import MODEL, copy_model, start_local, user_rows
 
 pytestmark = SMALL_RUN
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-DEPLOY = os.path.join(ROOT, "kubeflow", "serving")
+DEPLOY = os.path.join(ROOT, "serving", "deploy")
 MTREC = os.path.join(os.path.dirname(sys.executable), "mtrec")
 
 

@@ -17,11 +17,12 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_data_validation.utils import stats_util
 from tfx.types import artifact_utils
 
-from mtrec.config import BINARY, REGRESSION, RETRIEVAL, PipelineConfig
+from mtrec.components.data_check import missing_counts
+from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
-from mtrec.pipeline.oracle import oracle_auc
-from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER
+from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
 from mtrec.pipeline.training import RETRIEVAL_LOG, TRAINING_LOG
+from mtrec.reporting.oracle import oracle_auc
 
 # Published results of the TFRS multitask tutorial (MovieLens 100K, random 80/20 split, seed 42):
 # top-100 categorical accuracy and RMSE on the test split, per weighting of its two tasks.
@@ -29,12 +30,6 @@ TFRS_TUTORIAL = {"rating_only": {"top_100": 0.060, "rmse": 1.113},
                  "retrieval_only": {"top_100": 0.233, "rmse": 3.688},
                  "joint": {"top_100": 0.235, "rmse": 1.110}}
 
-# TFMA metric names by task type; the first is the gated one.
-METRIC_NAMES = {
-    BINARY: ("auc", "auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction",
-             "example_count"),
-    "regression": ("root_mean_squared_error", "mean_absolute_error", "mean_label", "mean_prediction", "example_count"),
-}
 
 
 def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
@@ -87,12 +82,12 @@ def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "
             if key.is_diff or key.model_name not in ("", model) or key.output_name not in tasks:
                 continue
             task = tasks[key.output_name]
-            if key.name not in METRIC_NAMES[task.type] or not item.value.HasField("double_value"):
+            if key.name not in task.kind.metric_names or not item.value.HasField("double_value"):
                 continue
             value = item.value.double_value.value
             if slice_name == "overall":
                 overall[task.name][key.name] = value
-            elif key.name == METRIC_NAMES[task.type][0]:
+            elif key.name == task.gate_metric:
                 slices[task.name][slice_name] = value
     return {name: {**overall[name], "slices": dict(sorted(slices[name].items()))} for name in overall}
 
@@ -113,12 +108,37 @@ def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
     return failures
 
 
-def _examples_per_split(statistics) -> Dict[str, int]:
-    counts = {}
+def _split_statistics(statistics):
     for split in artifact_utils.decode_split_names(statistics.properties["split_names"].string_value):
-        stats = stats_util.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
-        counts[split] = int(stats.datasets[0].num_examples)
-    return counts
+        yield split, stats_util.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+
+
+def _examples_per_split(statistics) -> Dict[str, int]:
+    return {split: int(stats.datasets[0].num_examples) for split, stats in _split_statistics(statistics)}
+
+
+def _missing_values(statistics, config: PipelineConfig) -> Dict[str, Dict[str, int]]:
+    """{split: {configured feature or label: examples where it is missing}}."""
+    names = config.features.names + config.label_keys
+    out = {}
+    for split, stats in _split_statistics(statistics):
+        counts = missing_counts(stats)
+        out[split] = {name: counts.get(name, 0) for name in names}
+    return out
+
+
+def split_protocol(config: PipelineConfig) -> Dict:
+    """What was trained on, what chose the epoch, what gated the release and what is reported."""
+    data = config.data
+    if data.splits:
+        how = {"by": "files", "patterns": dict(data.splits)}
+    elif data.split == "hash":
+        how = {"by": "hash of the example id" if data.source != "examples" else "hash of the example",
+               "eval_percent": data.eval_percent, "test_percent": data.test_percent, "seed": data.split_seed}
+    else:
+        how = {"by": "time", "eval_days": data.eval_days, "test_days": data.test_days}
+    return {**how, "trained_on": "train", "early_stopping_on": "eval", "gated_on": "eval",
+            "reported": ["eval", "test"] if config.has_test_split else ["eval"]}
 
 
 def _read_json(artifact, name: str) -> Optional[dict]:
@@ -134,11 +154,11 @@ def single_task_table(tasks: Dict[str, Dict], baselines: Dict[str, Dict], config
     multi-task learning helped) and `negative_transfer` (it hurt)."""
     table = {}
     for task in config.tasks:
-        metric = {BINARY: "auc", REGRESSION: "root_mean_squared_error", RETRIEVAL: "top_100"}[task.type]
+        metric = task.gate_metric
         mtl, stl = tasks.get(task.name, {}).get(metric), baselines.get(task.name, {}).get(metric)
         if mtl is None or stl is None:
             continue
-        delta = stl - mtl if task.type == REGRESSION else mtl - stl
+        delta = task.kind.improvement(mtl, stl)
         table[task.name] = {"metric": metric, "mtl": mtl, "stl": stl, "delta": delta, "negative_transfer": delta < 0}
     return table
 
@@ -158,6 +178,8 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
     statistics = get("StatisticsGen", "statistics")
     if statistics is not None:
         summary["examples"] = _examples_per_split(statistics)
+        summary["missing_values"] = _missing_values(statistics, config)
+    summary["split_protocol"] = split_protocol(config)
 
     evaluation = get("Evaluator", "evaluation")
     summary["tasks"] = _overall_metrics(evaluation.uri, config) if evaluation is not None else {}
@@ -167,6 +189,9 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
             summary["tasks"][task]["oracle_auc"] = auc
             if "auc" in summary["tasks"][task]:
                 summary["tasks"][task]["gap_to_oracle"] = auc - summary["tasks"][task]["auc"]
+    test = get(TEST_EVALUATOR, "evaluation")
+    if test is not None:
+        summary["test"] = _overall_metrics(test.uri, config)
     blessing = get("Evaluator", "blessing")
     summary["blessed"] = bool(_custom(blessing, "blessed", 0))
     summary["failed_gates"] = _failed_gates(evaluation.uri, config) if evaluation is not None else []

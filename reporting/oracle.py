@@ -25,13 +25,15 @@ def read_split(examples_uri: str, split: str, keys) -> Dict[str, np.ndarray]:
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         feature = tf.train.Example.FromString(record).features.feature
         for key, values in columns.items():
-            values.append(_single_value(feature[key]))
+            values.append(_single_value(feature[key]) if key in feature else float("nan"))
     columns["impression_id"] = [v.decode() for v in columns["impression_id"]]
     return {k: np.asarray(v) for k, v in columns.items()}
 
 
 def _single_value(feature: tf.train.Feature):
-    return getattr(feature, feature.WhichOneof("kind")).value[0]
+    kind = feature.WhichOneof("kind")  # None: the example has no value for it
+    values = getattr(feature, kind).value if kind else []
+    return values[0] if len(values) else float("nan")
 
 
 def oracle_auc(examples_uri: str, oracle_path: str, config: PipelineConfig) -> Dict[str, float]:

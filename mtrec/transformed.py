@@ -1,0 +1,35 @@
+"""Names of what Transform outputs: the contract between `preprocessing_fn`, the models, the
+training objectives and the exported signatures.
+
+Every transformed feature is [batch, 1]. Beside a feature of the same name, Transform writes
+`<numeric>_bucket` (quantile bucket) and `<numeric>_missing` (1.0 where the value was missing);
+beside every label, `<label>__present` (1.0 where the example has it), so a task weighs an
+example whose label is missing 0 in loss and metrics while the other tasks keep it.
+"""
+from __future__ import annotations
+
+from typing import List
+
+MISSING = "__missing__"  # the vocabulary entry of a missing categorical value (distinct from OOV)
+
+
+def bucket_name(numeric_feature: str) -> str:
+    return f"{numeric_feature}_bucket"
+
+
+def missing_name(numeric_feature: str) -> str:
+    return f"{numeric_feature}_missing"
+
+
+def presence_name(label: str) -> str:
+    return f"{label}__present"
+
+
+def weight_name(task: str) -> str:
+    """A task's example weight, as the `transform_features` signature gives it to TFMA."""
+    return f"{task}__weight"
+
+
+def dense_inputs(features) -> List[str]:
+    """Float model inputs: the z-scored numerics and their missing indicators."""
+    return list(features.numeric) + [missing_name(n) for n in features.numeric]

@@ -1,0 +1,54 @@
+"""The Trainer's input: Transform's output as batches of (features, labels)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+from tfx_bsl.public import tfxio
+
+from mtrec.config import PipelineConfig
+from mtrec.transformed import presence_name
+
+
+def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
+            epochs: Optional[int] = 1, replicas: int = 1) -> tf.data.Dataset:
+    """(transformed features, {label name: label}) batches of the global batch size: batch_size
+    per replica. Workers of a cluster each keep their share of the batches (DATA sharding: the
+    Transform output has fewer files than a cluster may have workers)."""
+    data = data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size * replicas, num_epochs=epochs,
+                                              shuffle=shuffle, shuffle_seed=config.training.seed),
+        tft_output.transformed_metadata.schema)
+    if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch is to
+        # run several steps per call
+        batches = -(-example_count(files) // (config.training.batch_size * replicas))
+        data = data.apply(tf.data.experimental.assert_cardinality(batches * epochs))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return (data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
+
+
+def example_count(files) -> int:
+    """Records in `files` (TFRecord patterns, gzipped or not), counted without parsing them."""
+    paths = sorted(p for pattern in ([files] if isinstance(files, str) else files) for p in tf.io.gfile.glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no examples match {files}")
+    compression = "GZIP" if paths[0].endswith(".gz") else ""
+    return int(tf.data.TFRecordDataset(paths, compression_type=compression).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def label_keys(config: PipelineConfig) -> set:
+    """The transformed features that are labels: each label and its presence."""
+    return set(config.label_keys) | {presence_name(label) for label in config.label_keys}
+
+
+def label_splitter(config: PipelineConfig):
+    """batch -> (features, {label name: label}): what `MultiTaskModel` trains and evaluates on."""
+    labels = label_keys(config)
+
+    def split(batch):
+        return {k: v for k, v in batch.items() if k not in labels}, {k: v for k, v in batch.items() if k in labels}
+
+    return split

@@ -1,0 +1,79 @@
+"""The run summary as people read it in a terminal: counts, one row per task, the outcome."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+
+def _number(value, width: int = 9, digits: int = 4) -> str:
+    return f"{value:>{width}.{digits}f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
+def _task_rows(summary: Dict) -> List[str]:
+    tasks, test = summary["tasks"], summary.get("test") or {}
+    width = max([len("task")] + [len(name) for name in tasks]) + 2
+    with_oracle = any("oracle_auc" in m for m in tasks.values())
+    header = f"{'task':<{width}}{'metric':<9}{'eval':>9}" + (f"{'test':>9}" if test else "")
+    header += f"{'oracle':>9}{'gap':>9}" if with_oracle else ""
+    lines = [header + "   other", "-" * (len(header) + 8)]
+    for task, metrics in tasks.items():
+        gated = "top_100" if "top_100" in metrics else "auc" if "auc" in metrics else "root_mean_squared_error"
+        short = {"top_100": "top-100", "auc": "auc", "root_mean_squared_error": "rmse"}[gated]
+        row = f"{task:<{width}}{short:<9}{_number(metrics.get(gated))}"
+        if test:
+            row += _number(test.get(task, {}).get(gated))
+        if with_oracle:
+            row += _number(metrics.get("oracle_auc")) + _number(metrics.get("gap_to_oracle"))
+        others = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                           if k not in (gated, "oracle_auc", "gap_to_oracle", "slices", "example_count"))
+        lines.append(f"{row}   {others}")
+    return lines
+
+
+def _missing_line(summary: Dict) -> List[str]:
+    train = (summary.get("missing_values") or {}).get("train") or {}
+    missing = {name: n for name, n in train.items() if n}
+    if not missing:
+        return []
+    total = (summary.get("examples") or {}).get("train") or 0
+    parts = ", ".join(f"{name} {n} ({100 * n / total:.1f}%)" if total else f"{name} {n}" for name, n in missing.items())
+    return [f"Missing values in the train split: {parts}"]
+
+
+def format_summary(summary: Dict) -> str:
+    """The per-task metrics table, blessing and push destination, for people."""
+    lines = [f"\nExamples: {summary.get('examples')}"]
+    if summary.get("dead_letter") is not None:
+        dl = summary["dead_letter"]
+        lines.append(f"Input lines: {summary['input_lines']}, accepted {summary['accepted_lines']}, "
+                     f"dead-lettered {dl['total']} {dl['by_reason'] or ''} -> {dl['uri']}")
+    lines += _missing_line(summary)
+    lines += [""] + _task_rows(summary)
+    if summary.get("stl"):
+        width = max([len("task")] + [len(name) for name in summary["stl"]]) + 2
+        lines += ["", f"{'task':<{width}}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]
+        for task, row in summary["stl"].items():
+            flag = "  negative transfer" if row["negative_transfer"] else ""
+            lines.append(f"{task:<{width}}{row['metric']:<24}{row['mtl']:>9.4f}{row['stl']:>9.4f}{row['delta']:>+9.4f}{flag}")
+    if summary.get("tfrs_tutorial"):
+        ours = summary.get("tfrs_comparison") or {"joint": {"top_100": summary.get("retrieval_top100"),
+                                                            "rmse": summary.get("rmse")}}
+        lines += ["", f"{'TFRS protocol':<16}{'tutorial top-100':>17}{'RMSE':>7}{'mtrec top-100':>15}{'RMSE':>9}"]
+        for row, published in summary["tfrs_tutorial"].items():
+            mine = ours.get(row, {})
+            lines.append(f"{row:<16}{published['top_100']:>17.3f}{published['rmse']:>7.3f}"
+                         f"{_number(mine.get('top_100'), 15, 3)}{_number(mine.get('rmse'), 9, 3)}")
+    if summary.get("task_weights"):
+        lines += ["", "Task weights in the last epoch: "
+                  + ", ".join(f"{k}={v:.3g}" for k, v in summary["task_weights"][-1].items())]
+    protocol = summary.get("split_protocol")
+    if protocol:
+        lines += ["", f"Splits by {protocol['by']}: trained on train, early stopping and gates on eval, "
+                      f"reported on {' and '.join(protocol['reported'])}"]
+    lines.append("")
+    lines.append("BLESSED" if summary["blessed"] else "NOT BLESSED: " + "; ".join(summary["failed_gates"]))
+    check = summary.get("serving_check")
+    if check and not check["passed"]:
+        lines.append(f"SERVING CHECK FAILED (the model does not load or answer as a model server would): "
+                     f"{check['problem']}")
+    lines.append(f"Pushed: {summary['pushed_model']}" if summary["pushed_model"] else "Nothing pushed.")
+    return "\n".join(lines)
