@@ -75,10 +75,11 @@ def problems(config: PipelineConfig, schema: schema_pb2.Schema, statistics: stat
         if role == "features.numeric" and common.num_non_missing == 0:
             found.append(f"{source}: column {name!r} (features.numeric) is missing in every example of the train split")
     for task in config.evaluated_tasks:
-        if task.type != BINARY or task.label not in columns:
+        if task.type != BINARY or task.label not in columns or task.positive:
             continue
         if columns[task.label].type == schema_pb2.BYTES:
-            found.append(f"{source}: label {task.label!r} of binary task {task.name!r} holds strings; it must be 0/1")
+            found.append(f"{source}: label {task.label!r} of binary task {task.name!r} holds strings; it must be 0/1, "
+                         f"or name the value that means 1 with `positive`")
             continue
         numbers = stats[task.label].num_stats if task.label in stats else None
         if numbers is not None and (numbers.min < 0 or numbers.max > 1):

@@ -208,7 +208,10 @@ def config_text(args) -> str:
     config = PipelineConfig.from_dict(raw)  # checked: the draft runs as it is
     header = (f"# Drafted from {args.from_table}; check every treatment and the gates before a real run.\n"
               + "".join(f"# left out: {line}\n" for line in left_out))
-    keep = {k: config.to_dict()[k] for k in ("data", "features", "tasks", "slices", "model")}
+    full = config.to_dict()
+    keep = {"data": {k: full["data"][k] for k in drafted["data"]}, "features": full["features"],
+            "tasks": [{k: v for k, v in task.items() if k != "positive" or v} for task in full["tasks"]],
+            "slices": full["slices"], "training": {k: full["training"][k] for k in drafted["training"]}}
     return header + yaml.safe_dump(keep, sort_keys=False)
 
 

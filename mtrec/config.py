@@ -60,6 +60,9 @@ class TaskConfig:
         every impression stays in the data (what entire-space models such as ESMM train on).
       loss: Keras loss name; defaults to binary_crossentropy / huber.
       weight: weight of the task loss in the total loss.
+      positive: binary tasks whose label column holds values other than 0/1 (`yes`/`no`,
+        `male`/`female`): the value that means 1; any other present value is 0, a missing one
+        excludes the example from this task.
     """
 
     name: str
@@ -68,6 +71,7 @@ class TaskConfig:
     given: Optional[str] = None
     loss: str = ""
     weight: float = 1.0
+    positive: str = ""
     gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self):
@@ -129,6 +133,7 @@ class DataConfig:
       format: events: jsonl or csv (optionally .gz); examples: csv, parquet or tfrecord.
       split: `time` (the last `eval_days` days are the eval split) or `hash` (`eval_percent` of
         impression ids, drawn by hashing them with `split_seed`); ignored when `splits` is given.
+      pattern: ready example tables: glob of the table's files under `path` (split by `split`).
       splits: the user's own split files, `{train: PATTERN, eval: PATTERN, test: PATTERN}` (glob
         patterns under `path`, `test` optional), for ready example tables.
       test_days, test_percent: an optional `test` split, never seen by training or early
@@ -143,6 +148,7 @@ class DataConfig:
     eval_days: int = 1
     eval_percent: int = 20
     split_seed: int = 0
+    pattern: str = "*"
     splits: Dict[str, str] = field(default_factory=dict)
     test_days: int = 0
     test_percent: int = 0
@@ -348,6 +354,14 @@ class PipelineConfig:
             _check(task.weight >= 0, f"tasks[{i}].weight", task.weight, "must be >= 0")
             _check(task.given is None or task.given in labels, f"tasks[{i}].given", task.given,
                    f"must be the label of another task, one of {sorted(labels)}")
+            _check(not task.positive or task.type == BINARY, f"tasks[{i}].positive", task.positive,
+                   "is for binary tasks")
+        positives = {}
+        for t in self.tasks:
+            if t.type != RETRIEVAL:
+                positives.setdefault(t.label, set()).add(t.positive)
+        clash = sorted(label for label, values in positives.items() if len(values) > 1)
+        _check(not clash, "tasks", clash, "tasks sharing a label must agree on its `positive` value")
         binary_labels = {t.label for t in self.tasks if t.type == BINARY}
         _check(model.architecture != "esmm" or any(t.type == BINARY and t.given in binary_labels for t in self.tasks),
                "model.architecture", "esmm", "needs a binary task conditional on another binary task's label "
@@ -366,6 +380,11 @@ class PipelineConfig:
     def label_keys(self) -> List[str]:
         labels = {t.label for t in self.tasks if t.type != RETRIEVAL}
         return sorted(labels | {t.given for t in self.tasks if t.given})
+
+    @property
+    def label_positives(self) -> Dict[str, str]:
+        """{label: the value that means 1} for labels that binary tasks read with `positive`."""
+        return {t.label: t.positive for t in self.tasks if t.positive}
 
     @property
     def evaluated_tasks(self) -> List[TaskConfig]:
@@ -398,7 +417,8 @@ class PipelineConfig:
     def transform_json(self) -> str:
         """Only what Transform reads (features and label keys): a new architecture, weighting or
         task weight then reuses the cached Transform run."""
-        tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given} for t in self.evaluated_tasks]
+        tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given, "positive": t.positive}
+                 for t in self.evaluated_tasks]
         return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": []}, sort_keys=True)
 
     def to_yaml(self) -> str:

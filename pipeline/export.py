@@ -59,18 +59,18 @@ def missing_value(dtype: tf.DType):
 
 
 def raw_columns(features: Dict[str, tf.Tensor], raw_spec) -> Dict[str, tf.Tensor]:
-    """[batch] tensors -> what the Transform graph takes: [batch, 1] for a feature always present,
-    a SparseTensor without the missing rows for an optional (VarLen) one."""
+    """[batch] tensors -> what the Transform graph takes: the schema's shape for a feature always
+    present ([batch] or [batch, 1]), a SparseTensor without the missing rows for an optional one."""
     columns = {}
     for name, value in features.items():
         column = tf.reshape(value, [-1, 1])
-        if isinstance(raw_spec[name], tf.io.VarLenFeature):
+        if not isinstance(raw_spec[name], tf.io.VarLenFeature):
+            columns[name] = tf.reshape(value, [-1, *raw_spec[name].shape])
+        else:
             _, missing = with_missing(column)
             keep = tf.logical_not(missing)
             columns[name] = tf.SparseTensor(indices=tf.where(keep), values=tf.boolean_mask(column, keep),
                                             dense_shape=tf.cast(tf.shape(column), tf.int64))
-        else:
-            columns[name] = column
     return columns
 
 

@@ -28,6 +28,7 @@ from tfx.dsl.components.base import executor_spec
 
 from mtrec import schemas
 from mtrec.components.anomaly_gate import AnomalyGate
+from mtrec.components.csv_example_gen import CsvExampleGen
 from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.config import PipelineConfig
@@ -74,9 +75,10 @@ def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None):
         splits = {"input_config": tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name=name, pattern=pattern) for name, pattern in data.splits.items()])}
     else:
-        splits = {"output_config": _hash_split(data.eval_percent, data.test_percent)}
+        splits = {"input_config": tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=data.pattern)]),
+                  "output_config": _hash_split(data.eval_percent, data.test_percent)}
     if data.format == "csv":
-        return tfx.components.CsvExampleGen(input_base=data_dir, **splits)
+        return CsvExampleGen(input_base=data_dir, **splits)
     if data.format == "tfrecord":
         return tfx.components.ImportExampleGen(input_base=data_dir, **splits)
     return tfx.components.FileBasedExampleGen(

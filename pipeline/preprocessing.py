@@ -79,8 +79,12 @@ def preprocessing_fn(inputs, custom_config):
                                    name=f"quantiles_{name}")  # tft.bucketize's defaults
         outputs[bucket_name(name)] = tft.apply_buckets(imputed, boundaries)
         outputs[missing_name(name)] = tf.cast(missing, tf.float32)
+    positives = config.label_positives
     for label in config.label_keys:
         values, missing = with_missing(inputs[label])
+        if label in positives:  # e.g. "yes"/"no": 1 for the configured value
+            text = values if values.dtype == tf.string else tf.strings.as_string(values)
+            values = tf.cast(tf.equal(text, positives[label]), tf.float32)
         outputs[label] = tf.where(missing, 0.0, tf.cast(values, tf.float32))
         outputs[presence_name(label)] = 1.0 - tf.cast(missing, tf.float32)
     return outputs

@@ -78,7 +78,13 @@ def draft(path: str, labels: Optional[Sequence[str]] = None, sample_rows: int = 
         distinct = len(set(present))
         binary = kind in ("int", "float") and set(present) <= {0, 1}
         if (labels is not None and name in labels) or (labels is None and binary and _is_label_name(name)):
-            tasks.append({"name": _identifier(name), "label": name, "type": "binary" if binary else "regression"})
+            task = {"name": _identifier(name), "label": name, "type": "binary" if binary else "regression"}
+            if kind == "string" and distinct == 2:  # yes/no, male/female: the later value means 1
+                task.update(type="binary", positive=sorted(map(str, set(present)))[-1])
+            elif kind == "string":
+                left_out.append(f"{name} (a label of {distinct} string values: mtrec needs 0/1, two values or numbers)")
+                continue
+            tasks.append(task)
         elif kind == "empty" or distinct <= 1:
             left_out.append(f"{name} (no information: {distinct} distinct values)")
         elif kind == "string" and distinct == len(present) == rows:
@@ -93,10 +99,19 @@ def draft(path: str, labels: Optional[Sequence[str]] = None, sample_rows: int = 
         else:
             features["numeric"].append(name)
     fmt = "parquet" if path.endswith(".parquet") else "csv"
-    return {"data": {"source": "examples", "path": os.path.dirname(os.path.abspath(path)), "format": fmt,
-                     "split": "hash", "eval_percent": 20, "test_percent": 10, "schema": "infer"},
-            "features": features, "tasks": tasks, "slices": [], "model": {"architecture": "mmoe"},
+    return {"data": {"source": "examples", "path": os.path.dirname(os.path.abspath(path)),
+                     "pattern": os.path.basename(path), "format": fmt, "split": "hash", "eval_percent": 20,
+                     "test_percent": 10, "schema": "infer"},
+            "features": features, "tasks": tasks, "slices": [], "training": _training(rows, sample_rows),
             "_left_out": left_out}
+
+
+def _training(rows: int, sample_rows: int) -> Dict:
+    """Small tables need small batches and patience to take enough steps; large ones the defaults."""
+    if rows >= sample_rows:
+        return {}
+    return {"batch_size": max(16, min(256, 2 ** int(math.log2(max(rows, 1) // 20 or 1)))), "epochs": 100,
+            "patience": 10}
 
 
 def _identifier(name: str) -> str:

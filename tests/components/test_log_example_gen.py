@@ -28,10 +28,10 @@ def test_the_cache_key_holds_for_the_same_files_and_moves_when_one_changes(tmp_p
     assert leg.input_fingerprint(str(tmp_path)) not in (first, appended)
 
 
-def _ingest(data_dir, out_dir, input_format="jsonl", split="time", eval_percent=20):
+def _ingest(data_dir, out_dir, input_format="jsonl", split="time", eval_percent=20, test_days=0):
     pipeline = beam.Pipeline(argv=["--direct_running_mode=in_memory"])
     leg.build_ingestion(pipeline, str(data_dir), input_format, split, 1, eval_percent,
-                        str(out_dir / "examples"), str(out_dir / "dead"))
+                        str(out_dir / "examples"), str(out_dir / "dead"), test_days=test_days)
     result = pipeline.run()
     result.wait_until_finish()
     return leg.summarize_counts(leg.read_counters(result))
@@ -135,7 +135,42 @@ def test_hash_split_sends_about_eval_percent_to_eval(tmp_path, clean_log):
     summary = _ingest(clean, tmp_path, split="hash", eval_percent=30)
     share = summary["examples"]["eval"] / counts["impression"]
     assert 0.25 < share < 0.35
-    assert leg.hash_split("imp-0-00000001", 30) == leg.hash_split("imp-0-00000001", 30)
+
+
+
+def test_hash_split_buckets_are_md5_based_and_stable():
+    # md5("imp-0-00000001")[:8] % 100 == 32, md5("imp-0-00000002") -> 78, md5("7/imp-0-00000001") -> 90:
+    # the split must not change between versions, or a rerun would mix train and eval.
+    assert leg.hash_split("imp-0-00000001", 33) == 1 and leg.hash_split("imp-0-00000001", 32) == 0
+    assert leg.hash_split("imp-0-00000002", 20, test_percent=59) == 2
+    assert leg.hash_split("imp-0-00000002", 20, test_percent=58) == 0
+    assert leg.hash_split("imp-0-00000001", 91, seed=7) == 1 and leg.hash_split("imp-0-00000001", 90, seed=7) == 0
+
+
+def test_time_split_with_test_days_holds_out_the_last_days(tmp_path, clean_log):
+    clean, counts = clean_log
+    summary = _ingest(clean, tmp_path, test_days=1)
+    assert set(summary["examples"]) == {"train", "eval", "test"}
+    days = {split: {e.features.feature["ts"].int64_list.value[0] // 86_400_000 for e in _examples(tmp_path, split)}
+            for split in ("train", "eval", "test")}
+    assert max(days["train"]) < min(days["eval"]) and max(days["eval"]) < min(days["test"])
+    assert len(days["test"]) == 1 and sum(summary["examples"].values()) == counts["impression"]
+
+
+def test_optional_fields_left_out_of_the_log_are_missing_features_not_dead_letters(tmp_path, clean_log):
+    clean, counts = clean_log
+    data = tmp_path / "logs"
+    shutil.copytree(clean, data)
+    blanked = missing.blank_log_fields(str(data), rate=0.1, seed=1)
+    summary = _ingest(data, tmp_path / "out")
+    assert summary["dead_letter"]["total"] == 0 and sum(summary["examples"].values()) == counts["impression"]
+    examples = [e for split in ("train", "eval") for e in _examples(tmp_path / "out", split)]
+    without = collections.Counter(name for e in examples for name in ("device", "page", "position")
+                                  if name not in e.features.feature)
+    assert without == {name: blanked[name] for name in ("device", "page", "position")}  # one impression line each
+    assert all(e.features.feature["user_id"].bytes_list.value for e in examples)  # ids stay required
+    assert any("price" not in e.features.feature for e in examples)
+    assert any("user_tenure_days" not in e.features.feature for e in examples)  # no signup_day, no tenure
 
 
 def test_missing_input_files_name_the_pattern(tmp_path):

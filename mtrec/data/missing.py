@@ -1,9 +1,10 @@
-"""A ready example table from a synthetic log, with missing cells, as teams bring them.
+"""Missing values as real data has them, for tests and for trying the missing-value path.
 
-Joins the log in plain Python with the same rules as LogExampleGen (one row per impression,
-label columns), then blanks cells at random: `missing_rate` of each column in `columns` and
-`label_missing_rate` of each label in `labels` (rows whose label was not recorded). The
-generator's oracle stays valid: rows keep their impression ids.
+`blank_log_fields` leaves optional fields out of a synthetic log's lines (impressions without a
+device, items without a price, users without a region). `write_example_table` joins a log in
+plain Python with LogExampleGen's rules into a ready example table (one row per impression, label
+columns) and blanks cells at random: `missing_rate` of each column in `columns` and
+`label_missing_rate` of each label in `labels` (rows whose label was not recorded).
 """
 from __future__ import annotations
 
@@ -18,6 +19,27 @@ from mtrec.components import events as ev
 
 MISSING_COLUMNS = ("device", "page", "category", "region", "position", "price", "user_tenure_days")
 MISSING_LABELS = ("like", "dwell")
+LOG_FIELDS = {"events": ("device", "page", "position"), "items": ("category", "price"),
+              "users": ("region", "signup_day")}
+
+
+def blank_log_fields(logs_dir: str, rate: float = 0.06, seed: int = 0) -> Dict[str, int]:
+    """Drops each optional field of `LOG_FIELDS` from `rate` of the JSONL lines that have it, in
+    place; returns {field: lines changed}."""
+    rng = random.Random(seed)
+    blanked = collections.Counter()
+    for table, fields in LOG_FIELDS.items():
+        path = os.path.join(logs_dir, f"{table}.jsonl")
+        with open(path) as f:
+            records = [json.loads(line) for line in f]
+        for record in records:
+            for name in fields:
+                if name in record and rng.random() < rate:
+                    del record[name]
+                    blanked[name] += 1
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    return dict(blanked)
 
 
 def joined_rows(logs_dir: str) -> list:

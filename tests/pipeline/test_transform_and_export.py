@@ -1,0 +1,144 @@
+"""preprocessing_fn on in-memory rows with missing values (real TFT on Beam's DirectRunner), and
+the exported signatures of a tiny untrained network over that Transform graph: no pipeline run."""
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from mtrec.config import PipelineConfig
+from mtrec.models.multitask import build_multitask_model
+from mtrec.pipeline.export import export_serving_model
+from mtrec.pipeline.preprocessing import preprocessing_fn
+from mtrec.pipeline.training import vocab_sizes
+from mtrec.serving.signatures import MISSING_FLOAT, MISSING_INT, MISSING_STRING
+from mtrec.transformed import MISSING
+
+CONFIG = PipelineConfig.from_dict({
+    "features": {"ids": ["user_id"], "categorical": ["device", "hour"], "hashed": {"item_id": 16},
+                 "numeric": ["price"], "oov_buckets": 2},
+    "tasks": [{"name": "click"}, {"name": "like", "given": "click"}, {"name": "male", "label": "sex", "positive": "male"}],
+    "slices": [], "model": {"architecture": "shared_bottom", "bottom_units": [8], "tower_units": [4]}})
+SPEC = {"user_id": tf.io.FixedLenFeature([], tf.string), "device": tf.io.VarLenFeature(tf.string),
+        "hour": tf.io.VarLenFeature(tf.int64), "item_id": tf.io.VarLenFeature(tf.string),
+        "price": tf.io.VarLenFeature(tf.float32), "click": tf.io.FixedLenFeature([], tf.float32),
+        "like": tf.io.VarLenFeature(tf.float32), "sex": tf.io.VarLenFeature(tf.string)}
+NAN = float("nan")
+# Row 1 lacks device, item and price (absent) and its like label; row 2 lacks hour and sex;
+# row 3's price is NaN. Present prices: 10 and 30 (mean 20, std 10).
+ROWS = [
+    dict(user_id="u1", device=["mobile"], hour=[3], item_id=["i1"], price=[10.0], click=1.0, like=[1.0], sex=["male"]),
+    dict(user_id="u2", device=[], hour=[5], item_id=[], price=[], click=0.0, like=[], sex=["female"]),
+    dict(user_id="u1", device=["desktop"], hour=[], item_id=["i2"], price=[30.0], click=1.0, like=[0.0], sex=[]),
+    dict(user_id="u3", device=["mobile"], hour=[3], item_id=["i1"], price=[NAN], click=1.0, like=[1.0], sex=["male"]),
+]
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+    """(the rows through the written Transform graph, its TFTransformOutput)."""
+    root = tmp_path_factory.mktemp("tft")
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
+    custom = {"config": CONFIG.transform_json()}
+    with beam.Pipeline(argv=["--direct_running_mode=in_memory"]) as pipeline, \
+            tft_beam.Context(temp_dir=str(root / "tmp"), force_tf_compat_v1=False):
+        raw = pipeline | beam.Create(ROWS, reshuffle=False)
+        transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, custom))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
+    metadata_io.write_metadata(metadata, str(root / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    output = tft.TFTransformOutput(str(root / "transform"))
+    parsed = tf.io.parse_example(tf.constant([_example(r) for r in ROWS]), output.raw_feature_spec())
+    return output.transform_features_layer()(parsed), output
+
+
+def _column(rows, name):
+    return rows[name].numpy().reshape(-1)
+
+
+def test_a_missing_categorical_is_its_own_vocabulary_entry_not_oov(transformed):
+    rows, output = transformed
+    for name, missing_row in (("device", 1), ("hour", 2)):
+        vocabulary = output.vocabulary_by_name(name)
+        ids = _column(rows, name)
+        assert MISSING.encode() in vocabulary
+        assert ids[missing_row] == vocabulary.index(MISSING.encode()) < len(vocabulary)  # in vocabulary: not OOV
+    assert {b"3", b"5"} <= set(output.vocabulary_by_name("hour"))  # int codes as text
+    assert _column(rows, "device")[0] == _column(rows, "device")[3] != _column(rows, "device")[2]
+
+
+def test_a_missing_hashed_value_takes_bucket_zero(transformed):
+    ids = _column(transformed[0], "item_id")
+    assert ids[1] == 0 and all(1 <= i < 16 for i in ids[[0, 2, 3]]) and ids[0] == ids[3]
+
+
+def test_a_missing_numeric_is_mean_imputed_with_an_indicator(transformed):
+    rows, _ = transformed
+    np.testing.assert_allclose(_column(rows, "price"), [-1.0, 0.0, 1.0, 0.0], atol=1e-5)  # (x - 20) / 10, NaN -> mean
+    np.testing.assert_array_equal(_column(rows, "price_missing"), [0, 1, 0, 1])
+
+
+def test_labels_carry_their_presence_and_a_positive_value_maps_to_one(transformed):
+    rows, _ = transformed
+    np.testing.assert_array_equal(_column(rows, "like"), [1, 0, 0, 1])
+    np.testing.assert_array_equal(_column(rows, "like__present"), [1, 0, 1, 1])
+    np.testing.assert_array_equal(_column(rows, "sex"), [1, 0, 0, 1])
+    np.testing.assert_array_equal(_column(rows, "sex__present"), [1, 1, 0, 1])
+
+
+def _example(row):
+    feature = {}
+    for name, value in row.items():
+        values = value if isinstance(value, list) else [value]
+        if values and isinstance(values[0], str):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+        elif values and isinstance(values[0], float):
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        elif values:
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def exported(transformed, tmp_path_factory):
+    _, output = transformed
+    tf.keras.utils.set_random_seed(0)
+    network = build_multitask_model(CONFIG, vocab_sizes(CONFIG, output)).network
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    export_serving_model(network, output, CONFIG, path)
+    return tf.saved_model.load(path)
+
+
+def test_rows_with_missing_values_score_finite_and_alike_in_every_signature(exported):
+    from_examples = exported.signatures["serving_default"](examples=tf.constant([_example(r) for r in ROWS]))
+    sentinel = {tf.string: MISSING_STRING, tf.int64: MISSING_INT, tf.float32: MISSING_FLOAT}
+    raw_spec = exported.signatures["serving_raw"].structured_input_signature[1]
+    raw = {name: tf.constant([(r[name] if isinstance(r[name], list) else [r[name]] or [])[0]
+                              if (r[name] if isinstance(r[name], list) else [r[name]]) else sentinel[spec.dtype]
+                              for r in ROWS], spec.dtype) for name, spec in raw_spec.items()}
+    from_raw = exported.signatures["serving_raw"](**raw)
+    ranked = exported.signatures["rank"](**raw, weight_click=tf.constant(1.0), weight_like=tf.constant(0.0),
+                                         weight_male=tf.constant(0.0))
+    assert sorted(from_examples) == sorted(from_raw) == ["click", "like", "male"]
+    for task in from_examples:
+        scores = from_examples[task].numpy()
+        assert scores.shape == (4, 1) and np.all(np.isfinite(scores)) and np.all((scores > 0) & (scores < 1))
+        np.testing.assert_allclose(scores, from_raw[task].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(scores, ranked[task].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ranked["score"].numpy(), from_raw["click"].numpy().reshape(-1), rtol=1e-6)
+    # a missing value is not the same input as a present one: row 1 differs from a copy with row 0's device
+    copy = dict(ROWS[1], device=["mobile"])
+    other = exported.signatures["serving_default"](examples=tf.constant([_example(copy)]))
+    assert not np.allclose(other["click"].numpy()[0], from_examples["click"].numpy()[1])
+
+
+def test_transform_features_gives_tfma_labels_and_zero_weight_where_a_label_is_missing(exported):
+    out = exported.signatures["transform_features"](examples=tf.constant([_example(r) for r in ROWS]))
+    np.testing.assert_array_equal(out["click__weight"].numpy().reshape(-1), [1, 1, 1, 1])
+    np.testing.assert_array_equal(out["like__weight"].numpy().reshape(-1), [1, 0, 1, 1])  # given click, and present
+    np.testing.assert_array_equal(out["male__weight"].numpy().reshape(-1), [1, 1, 0, 1])
+    np.testing.assert_array_equal(out["sex"].numpy().reshape(-1), [1, 0, 0, 1])
+    # serving requests carry no labels: the scoring signatures need none
+    unlabelled = [_example({k: v for k, v in r.items() if k not in ("click", "like", "sex")}) for r in ROWS]
+    assert exported.signatures["serving_default"](examples=tf.constant(unlabelled))["click"].shape == (4, 1)
