@@ -39,7 +39,8 @@ setup(
         "dill",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "nbformat", "nbclient", "ipykernel"],
+    extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "nbformat", "nbclient", "ipykernel",
+                             "palmerpenguins"],  # the public table with NA cells the tests run
                     # bench/train_throughput.py's peer; never imported by the package
                     "bench": ["deepctr==0.9.4"]},
     entry_points={"console_scripts": ["mtrec=mtrec.cli:main"]},

@@ -132,7 +132,8 @@ class DataConfig:
       path: directory of the logs, of the example files or of MovieLens.
       format: events: jsonl or csv (optionally .gz); examples: csv, parquet or tfrecord.
       split: `time` (the last `eval_days` days are the eval split) or `hash` (`eval_percent` of
-        impression ids, drawn by hashing them with `split_seed`); ignored when `splits` is given.
+        impression ids, drawn by hashing them with `split_seed`). Ready example tables have no
+        time contract: they are split by hash, or by their own files (`splits`).
       pattern: ready example tables: glob of the table's files under `path` (split by `split`).
       splits: the user's own split files, `{train: PATTERN, eval: PATTERN, test: PATTERN}` (glob
         patterns under `path`, `test` optional), for ready example tables.
@@ -298,8 +299,6 @@ class PipelineConfig:
         _check(self.data.format in formats[self.data.source], "data.format", self.data.format,
                f"must be one of {formats[self.data.source]} for source {self.data.source}")
         _check(self.data.split in ("time", "hash"), "data.split", self.data.split, "must be time or hash")
-        _check(self.data.source != "examples" or self.data.split == "hash", "data.split", self.data.split,
-               "ready example tables are split by hash (or by their own files: data.splits)")
         _check(0 < self.data.eval_percent < 100, "data.eval_percent", self.data.eval_percent, "must be in 1..99")
         _check(self.data.eval_days >= 1, "data.eval_days", self.data.eval_days, "must be >= 1")
         _check(self.data.test_days >= 0, "data.test_days", self.data.test_days, "must be >= 0")
@@ -392,9 +391,13 @@ class PipelineConfig:
         return [t for t in self.tasks if t.kind.evaluated_by_tfma]
 
     @property
+    def split_by_time(self) -> bool:
+        return self.data.split == "time" and self.data.source != "examples"
+
+    @property
     def has_test_split(self) -> bool:
         data = self.data
-        return "test" in data.splits if data.splits else bool(data.test_days if data.split == "time" else data.test_percent)
+        return "test" in data.splits if data.splits else bool(data.test_days if self.split_by_time else data.test_percent)
 
     @property
     def split_names(self) -> List[str]:

@@ -29,8 +29,8 @@ from mtrec.models.multitask import example_weight
 from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
 from mtrec.pipeline.preprocessing import with_missing
 from mtrec.pipeline.retrieval import TOP_K
-from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, MISSING_FLOAT, MISSING_INT, MISSING_STRING, RANK,
-                                     RETRIEVE, SERVING_DEFAULT, SERVING_RAW, TRANSFORM_FEATURES, WEIGHT_PREFIX)
+from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SERVING_DEFAULT, SERVING_RAW,
+                                     TRANSFORM_FEATURES, WEIGHT_PREFIX, missing_value)
 from mtrec.transformed import weight_name
 
 
@@ -49,13 +49,6 @@ def side_by_side(networks: Dict[str, keras.Model]) -> keras.Model:
         if task in own:
             outputs[task] = keras.layers.Identity(name=task)(own[task])
     return keras.Model(inputs, outputs, name="single_task_models")
-
-
-def missing_value(dtype: tf.DType):
-    """The sentinel that means "missing" in a raw-tensor input of `dtype`."""
-    if dtype == tf.string:
-        return MISSING_STRING
-    return MISSING_INT if dtype.is_integer else MISSING_FLOAT
 
 
 def raw_columns(features: Dict[str, tf.Tensor], raw_spec) -> Dict[str, tf.Tensor]:

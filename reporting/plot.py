@@ -6,14 +6,17 @@ from typing import Dict
 
 import matplotlib
 
+from mtrec.task_types import BINARY, REGRESSION, TASK_TYPES
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_summary(summary: Dict, path: str) -> str:
     """Writes a PNG of `summary` (as written to run_summary.json) to `path`; returns `path`."""
-    binary = {t: m for t, m in summary["tasks"].items() if "auc" in m}
-    regression = {t: m for t, m in summary["tasks"].items() if "root_mean_squared_error" in m}
+    auc, rmse = TASK_TYPES[BINARY].gate_metric, TASK_TYPES[REGRESSION].gate_metric
+    binary = {t: m for t, m in summary["tasks"].items() if auc in m}
+    regression = {t: m for t, m in summary["tasks"].items() if rmse in m}
     dead = (summary.get("dead_letter") or {}).get("by_reason") or {}
     stl = summary.get("stl") or {}
     panels = [p for p in (binary, regression, stl, dead) if p]
@@ -23,7 +26,7 @@ def plot_summary(summary: Dict, path: str) -> str:
         ax = next(axes)
         names = list(binary)
         xs = range(len(names))
-        ax.bar([x - 0.2 for x in xs], [binary[n]["auc"] for n in names], width=0.4, label="model")
+        ax.bar([x - 0.2 for x in xs], [binary[n][auc] for n in names], width=0.4, label="model")
         ax.bar([x + 0.2 for x in xs], [binary[n].get("oracle_auc", float("nan")) for n in names], width=0.4,
                label="oracle", color="lightgray")
         ax.set_xticks(list(xs), names)
@@ -32,7 +35,7 @@ def plot_summary(summary: Dict, path: str) -> str:
         ax.legend(loc="upper right")
     if regression:
         ax = next(axes)
-        ax.bar(list(regression), [m["root_mean_squared_error"] for m in regression.values()], color="tab:orange")
+        ax.bar(list(regression), [m[rmse] for m in regression.values()], color="tab:orange")
         ax.set_title("RMSE on the eval split")
     if stl:
         ax = next(axes)

@@ -101,7 +101,7 @@ def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
         for failure in per_slice.failures:
             key, threshold = failure.metric_key, failure.metric_threshold
             bound = threshold.value_threshold if threshold.HasField("value_threshold") else threshold.change_threshold
-            what = "change against the blessed baseline" if key.is_diff else "value"
+            what = "change against the baseline" if key.is_diff else "value"
             task = tasks[key.output_name].name if key.output_name in tasks else key.output_name
             failures.append(f"{task}/{key.name}: {what} {failure.metric_value.double_value.value:.4f} "
                             f"outside {text_format.MessageToString(bound, as_one_line=True)}")
@@ -132,7 +132,7 @@ def split_protocol(config: PipelineConfig) -> Dict:
     data = config.data
     if data.splits:
         how = {"by": "files", "patterns": dict(data.splits)}
-    elif data.split == "hash":
+    elif not config.split_by_time:
         how = {"by": "hash of the example id" if data.source != "examples" else "hash of the example",
                "eval_percent": data.eval_percent, "test_percent": data.test_percent, "seed": data.split_seed}
     else:

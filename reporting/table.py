@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from mtrec.task_types import TASK_TYPES, TaskType
+
+
+def task_kind(metrics: Dict) -> TaskType:
+    """A task's type, told by the gate metric its results carry."""
+    return next(kind for kind in TASK_TYPES.values() if kind.gate_metric in metrics)
+
 
 def _number(value, width: int = 9, digits: int = 4) -> str:
     return f"{value:>{width}.{digits}f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
@@ -16,8 +23,8 @@ def _task_rows(summary: Dict) -> List[str]:
     header += f"{'oracle':>9}{'gap':>9}" if with_oracle else ""
     lines = [header + "   other", "-" * (len(header) + 8)]
     for task, metrics in tasks.items():
-        gated = "top_100" if "top_100" in metrics else "auc" if "auc" in metrics else "root_mean_squared_error"
-        short = {"top_100": "top-100", "auc": "auc", "root_mean_squared_error": "rmse"}[gated]
+        kind = task_kind(metrics)
+        gated, short = kind.gate_metric, kind.short
         row = f"{task:<{width}}{short:<9}{_number(metrics.get(gated))}"
         if test:
             row += _number(test.get(task, {}).get(gated))

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from mtrec.serving.signatures import BLEND_OUTPUT, RANK, SERVING_DEFAULT, SERVING_RAW, WEIGHT_PREFIX
+from mtrec.serving.signatures import BLEND_OUTPUT, RANK, SERVING_DEFAULT, SERVING_RAW, WEIGHT_PREFIX, missing_value
 
 Features = Union[Mapping[str, Sequence], Sequence[Mapping[str, object]]]
 
@@ -47,9 +47,12 @@ def columns(features: Features) -> Dict[str, list]:
 
 
 def to_example(row: Mapping[str, object], dtypes: Mapping[str, tf.DType]) -> tf.train.Example:
-    """One tf.Example, each feature typed by the model's signature (else by its Python type)."""
+    """One tf.Example, each feature typed by the model's signature (else by its Python type); a
+    value of None is a missing value, left out of the example."""
     example = tf.train.Example()
     for name, value in row.items():
+        if value is None:
+            continue
         values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
         dtype = dtypes.get(name) or (tf.string if isinstance(values[0], (str, bytes)) else
                                      tf.int64 if isinstance(values[0], (int, np.integer)) else tf.float32)
@@ -145,18 +148,21 @@ class ServingClient:
         inputs = {}
         for name, values in columns(features).items():
             dtype = dtypes.get(name, tf.string)
+            values = [missing_value(dtype) if v is None else v for v in values]  # None: the signature's sentinel
             inputs[name] = (np.array([v if isinstance(v, bytes) else str(v).encode() for v in values], dtype=object)
                             if dtype == tf.string else np.array(values, dtype=dtype.as_numpy_dtype))
         return inputs
 
     def predict(self, features: Features, signature: str = SERVING_RAW,
                 output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
-        """Per-task scores for raw features, sent as one tensor per feature; {task: [batch] array}."""
+        """Per-task scores for raw features, sent as one tensor per feature; {task: [batch] array}.
+        A value of None is sent as the signature's missing-value sentinel (empty string, NaN,
+        int64 minimum; `mtrec.serving.signatures`), so a row may lack any optional feature."""
         return _flat(self.predict_tensors(self._typed(features, signature), signature, output_filter))
 
     def predict_examples(self, features: Features, signature: str = SERVING_DEFAULT,
                          output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
-        """Per-task scores for raw features, sent as serialized tf.Examples."""
+        """Per-task scores for raw features, sent as serialized tf.Examples (None: left out)."""
         table = columns(features)
         signatures = self._signatures if self._signatures is not None else self.metadata()
         dtypes = self.input_dtypes(SERVING_RAW) if SERVING_RAW in signatures else {}

@@ -15,3 +15,10 @@ TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> labels and
 MISSING_STRING = b""
 MISSING_FLOAT = float("nan")
 MISSING_INT = -(2 ** 63)
+
+
+def missing_value(dtype):
+    """The sentinel a raw-tensor signature reads as "missing", for inputs of `dtype` (a tf.DType)."""
+    if dtype.name == "string":
+        return MISSING_STRING
+    return MISSING_INT if dtype.is_integer else MISSING_FLOAT

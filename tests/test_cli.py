@@ -86,3 +86,53 @@ def test_beam_args_from_the_command_line_replace_the_configs():
     assert cli.load_config(args).beam_args == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
     assert cli.load_config(cli._parser().parse_args(["run", "--work-dir", "w"])).beam_args == \
         ["--direct_running_mode=in_memory"]
+
+
+def test_run_keeps_the_terminal_for_mtrec_and_sends_the_rest_to_the_log(tmp_path):
+    """A run that stops at the data check: progress and one clear paragraph on the terminal;
+    TensorFlow's and Beam's output and the trace in WORK_DIR/mtrec.log."""
+    table = tmp_path / "table"
+    table.mkdir()
+    (table / "rows.csv").write_text("user,item,clicked\n" + "".join(f"u{i % 9},i{i % 4},{i % 2}\n" for i in range(200)))
+    config = {"data": {"source": "examples", "path": str(table), "format": "csv", "schema": "infer"},
+              "features": {"ids": ["user", "item"], "categorical": ["device"], "numeric": []},
+              "tasks": [{"name": "clicked"}], "slices": []}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    result = _mtrec("run", "--work-dir", str(work), "--config", str(tmp_path / "config.yaml"))
+    assert result.returncode == 3, result.stderr
+    terminal = result.stdout + result.stderr
+    assert "  StatisticsGen done in" in terminal
+    assert "column 'device' (features.categorical) is not in the data" in terminal
+    assert f"The full trace is in {work}/mtrec.log" in terminal
+    for noise in ("WARNING", "cuda", "tensorflow/core", "Traceback"):
+        assert noise not in terminal, noise
+    log = (work / "mtrec.log").read_text()
+    assert "Traceback" in log and "DataAnomalyError" in log
+
+
+def test_a_failure_is_one_paragraph_naming_the_component_and_the_innermost_cause():
+    from mtrec.cli import failure_paragraph
+
+    try:
+        try:
+            raise ValueError("Shapes (None, 2) and (None, 1) are incompatible\nmore lines")
+        except ValueError as inner:
+            raise RuntimeError("Failed to apply: ApplySavedModel") from inner
+    except RuntimeError as error:
+        error.mtrec_component = "Trainer"
+        text = failure_paragraph(error, "/w/mtrec.log")
+    assert text.splitlines()[0] == ("mtrec run failed in the Trainer component: ValueError: "
+                                    "Shapes (None, 2) and (None, 1) are incompatible")
+    assert "/w/mtrec.log" in text and "-v" in text
+
+
+def test_config_from_table_drafts_a_config_that_loads(tmp_path):
+    (tmp_path / "t.csv").write_text("user_id,device,price,clicked\n"
+                                    + "".join(f"u{i % 30},{'m' if i % 3 else 'NA'},{i * 0.5},{i % 2}\n" for i in range(400)))
+    result = _mtrec("config", "--from-table", str(tmp_path / "t.csv"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# Drafted from")
+    drafted = yaml.safe_load(result.stdout)
+    assert drafted["tasks"][0]["label"] == "clicked" and drafted["features"]["ids"] == ["user_id"]
+    assert _mtrec("config", "--from-table", str(tmp_path / "none.csv")).returncode == 2

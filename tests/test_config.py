@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -91,3 +92,29 @@ def test_movielens_preset_is_a_valid_two_tower_config_and_tfrs_sets_the_tutorial
     assert config.label_keys == ["like", "rating"] and [t.name for t in config.evaluated_tasks] == ["rating", "like"]
     with pytest.raises(ConfigError, match="dataset='imdb'"):
         dataset_preset("imdb")
+
+
+def test_feature_treatments_and_splits_are_checked_naming_the_key():
+    cases = [({"features": {"hashed": {"user_id": 8}}}, "features"),  # user_id is an id already
+             ({"features": {"hashed": {"session": 1}}}, "features.hashed.session"),
+             ({"features": {"impute": {"device": 0.0}}}, "features.impute"),
+             ({"data": {"splits": {"train": "a*"}}}, "data.splits"),
+             ({"data": {"source": "examples", "path": "/t", "format": "csv", "splits": {"train": "a", "dev": "b"}}},
+              "data.splits"),
+             ({"data": {"split": "hash", "eval_percent": 50, "test_percent": 50}}, "data.test_percent"),
+             ({"tasks": [{"name": "dwell", "type": "regression", "positive": "x"}]}, "tasks[0].positive"),
+             ({"tasks": [{"name": "a", "label": "y", "positive": "1"}, {"name": "b", "label": "y", "positive": "2"}]},
+              "config tasks=")]
+    for raw, key in cases:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            PipelineConfig.from_dict(raw)
+
+
+def test_a_test_split_exists_only_when_asked_for():
+    assert PipelineConfig().split_names == ["train", "eval"]
+    assert PipelineConfig.from_dict({"data": {"test_days": 1}}).split_names == ["train", "eval", "test"]
+    assert not PipelineConfig.from_dict({"data": {"test_percent": 10}}).has_test_split  # a time split: test_days
+    table = {"source": "examples", "path": "/t", "format": "csv", "test_percent": 10}
+    assert PipelineConfig.from_dict({"data": table}).has_test_split  # tables split by hash whatever `split` says
+    hashed = PipelineConfig.from_dict({"data": {"split": "hash", "test_percent": 10}})
+    assert hashed.has_test_split and hashed.label_positives == {}

@@ -4,7 +4,7 @@ starts from something that runs (`mtrec config --from-table FILE`).
 Reads the header and up to `sample_rows` rows (CSV or Parquet) and picks a treatment per column:
 labels (named with `--labels`, or 0/1 columns with a label-like name) become binary tasks, other
 numeric labels regression; strings become categorical, ids (`*_id`) or, with many distinct
-values, hashed; ints with few distinct values categorical, others numeric; floats numeric; a
+values (more than half the rows, or 10,000), hashed; ints with few distinct values categorical, others numeric; floats numeric; a
 column unique in every row (a row id) is left out.
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def _kind(values: Sequence) -> str:
 
 
 def _is_label_name(name: str) -> bool:
-    words = name.lower().replace("-", "_").split("_")
-    return any(word in LABEL_WORDS for word in words)
+    words = name.lower().replace("-", "_").split("_")  # `clicked`, `likes` count; `y` only alone
+    return any(word in LABEL_WORDS or any(word.startswith(w) for w in LABEL_WORDS if len(w) > 2) for word in words)
 
 
 def draft(path: str, labels: Optional[Sequence[str]] = None, sample_rows: int = 20_000) -> Dict:
@@ -90,7 +90,7 @@ def draft(path: str, labels: Optional[Sequence[str]] = None, sample_rows: int = 
         elif kind == "string" and distinct == len(present) == rows:
             left_out.append(f"{name} (unique in every row: a row id)")
         elif kind == "string":
-            if distinct > MAX_VOCABULARY:
+            if distinct > min(MAX_VOCABULARY, rows / 2):  # nearly one value per row: too many for a vocabulary
                 features["hashed"][name] = 2 ** math.ceil(math.log2(2 * distinct))
             else:
                 features["ids" if name.lower().endswith("id") else "categorical"].append(name)

@@ -58,10 +58,18 @@ def joined_rows(logs_dir: str) -> list:
 
 def write_example_table(logs_dir: str, out_csv: str, missing_rate: float = 0.08,
                         columns: Sequence[str] = MISSING_COLUMNS, label_missing_rate: float = 0.05,
-                        labels: Sequence[str] = MISSING_LABELS, seed: int = 0) -> Dict[str, int]:
-    """Writes the table; returns {column: cells blanked}."""
+                        labels: Sequence[str] = MISSING_LABELS, seed: int = 0, extra_columns: int = 0,
+                        ) -> Dict[str, int]:
+    """Writes the table; returns {column: cells blanked}. `extra_columns` adds that many columns
+    of noise (`extra_<i>`, floats; every third one an int code 0..9), for a wide table; they are
+    blanked at `missing_rate` too."""
     rows = joined_rows(logs_dir)
     rng = random.Random(seed)
+    extras = [f"extra_{i}" for i in range(extra_columns)]
+    for row in rows:
+        for i, name in enumerate(extras):
+            row[name] = rng.randrange(10) if i % 3 == 2 else round(rng.gauss(0.0, 1.0), 4)
+    columns = list(columns) + extras
     blanked = collections.Counter()
     for row in rows:
         for name, rate in [(c, missing_rate) for c in columns] + [(l, label_missing_rate) for l in labels]:

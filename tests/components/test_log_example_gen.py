@@ -1,8 +1,10 @@
 """LogExampleGen's Beam pipeline on the DirectRunner: nothing lost, everything counted."""
+import collections
 import csv
 import glob
 import json
 import os
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -11,7 +13,7 @@ import tensorflow as tf
 
 from mtrec.components import events as ev
 from mtrec.components import log_example_gen as leg
-from mtrec.data import malformed, synthetic
+from mtrec.data import malformed, missing, synthetic
 
 
 def test_the_cache_key_holds_for_the_same_files_and_moves_when_one_changes(tmp_path):

@@ -59,14 +59,18 @@ def accuracy_bench(tmp_path_factory):
 def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
     work, report = accuracy_bench
     assert [(r["architecture"], r["weighting"]) for r in report["results"]] == [("mmoe", "dwa"), ("esmm", "dwa")]
+    summary = json.loads((work / "run" / "run_summary.json").read_text())
     for result in report["results"]:
         for task in ("click", "like", "purchase"):
             metrics = result["tasks"][task]
-            assert 0.5 < metrics["auc"] <= 1 and abs(metrics["gap"] - (metrics["oracle_auc"] - metrics["auc"])) < 1e-9
-        assert result["tasks"]["dwell"]["rmse"] > 0
-    assert report["goal_met"] == (report["best"]["worst_gap"] <= 0.01)
+            # the oracle is the pipeline run's, on the same eval split
+            assert metrics["oracle_auc"] == summary["tasks"][task]["oracle_auc"]
+            # no model beats the generator's truth beyond sampling noise (~1000 eval impressions)
+            assert 0.5 < metrics["auc"] < metrics["oracle_auc"] + 0.05
+        assert 0 < result["tasks"]["dwell"]["rmse"] < 3 * summary["tasks"]["dwell"]["mean_label"]
+    # two epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
+    assert not report["goal_met"] and report["best"]["worst_gap"] > 0.01
     assert (work / "accuracy.png").stat().st_size > 10_000
-    summary = json.loads((work / "run" / "run_summary.json").read_text())
     assert set(summary["stl"]) == {"click", "like", "purchase", "dwell"}
 
 

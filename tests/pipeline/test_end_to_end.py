@@ -1,17 +1,21 @@
 """The whole pipeline with real TFX components, Beam DirectRunner, MLMD and SavedModels, on a small
 synthetic log with malformed lines mixed in."""
-import collections
+import contextlib
 import csv
 import glob
+import io
 import json
 import os
 import types
+
+import palmerpenguins
+import yaml
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtrec.components import events as ev
+from mtrec import cli
 from mtrec.components.anomaly_gate import DataAnomalyError
 from mtrec.config import DataConfig, PipelineConfig
 from mtrec.data import malformed, synthetic
@@ -21,21 +25,13 @@ IMPRESSIONS = 150_000
 MALFORMED = 35
 # Tests sharing the 150k-impression run stay on one pytest-xdist worker; the others spread out.
 SHARED_RUN = pytest.mark.xdist_group("e2e")
-TABLE_RUN = pytest.mark.xdist_group("table_run")  # the smoke run on a ready example table
+TABLE_RUN = pytest.mark.xdist_group("table_run")  # the run on a public ready example table
 
 
 def _config(logs, **overrides) -> PipelineConfig:
     raw = PipelineConfig(data=DataConfig(source="events", path=str(logs))).to_dict()
     for key, value in overrides.items():
         raw[key] = value
-    return PipelineConfig.from_dict(raw)
-
-
-def _smoke_config(raw: dict) -> PipelineConfig:
-    """Two epochs and gates any model passes: for runs that check plumbing, not quality."""
-    raw["training"]["epochs"] = 2
-    for task in raw["tasks"]:
-        task["gate"] = {"bound": None, "tolerance": 1e6}
     return PipelineConfig.from_dict(raw)
 
 
@@ -82,21 +78,36 @@ def test_blessed_model_is_pushed_in_the_tf_serving_layout(first_run, work_dir):
     assert os.path.getsize(os.path.join(pushed, "assets.extra", "tf_serving_warmup_requests")) > 10_000
 
 
+# The gap to the oracle varies from training to training (not from the eval split: its examples
+# are fixed by the log's seed). Recorded on this log and config over 10 trainings (issue 5's and
+# 11's notes): click 0.0169-0.0176, purchase 0.0152-0.0164, like 0.0177-0.0305 (sd ~0.004). The
+# mean over the three tasks averages like's noise (sd ~0.0015 around 0.018), so it is bounded at
+# 0.025, over 4 sd from its mean; each task alone only at 0.04, like's worst draw plus ~2.5 sd.
+MEAN_GAP_BOUND, TASK_GAP_BOUND = 0.025, 0.04
+
+
 @SHARED_RUN
-def test_every_binary_task_is_within_003_auc_of_the_oracle(first_run):
+def test_binary_tasks_are_close_to_the_oracle(first_run):
+    gaps = {}
     for task in ("click", "like", "purchase"):
         metrics = first_run["tasks"][task]
-        assert 0.5 < metrics["oracle_auc"] < 1
-        assert metrics["oracle_auc"] - metrics["auc"] <= 0.03, (task, metrics)
-    assert first_run["tasks"]["dwell"]["root_mean_squared_error"] > 0
+        assert 0.5 < metrics["auc"] <= metrics["oracle_auc"] + 0.005 < 1, (task, metrics)  # no model beats the truth
+        gaps[task] = metrics["oracle_auc"] - metrics["auc"]
+    assert np.mean(list(gaps.values())) <= MEAN_GAP_BOUND, gaps
+    assert max(gaps.values()) <= TASK_GAP_BOUND, gaps
+    assert 5 < first_run["tasks"]["dwell"]["root_mean_squared_error"] < first_run["tasks"]["dwell"]["mean_label"] * 2
 
 
 @SHARED_RUN
 def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     with open(os.path.join(str(work_dir), runner.SUMMARY_FILE)) as f:
         written = json.load(f)
-    for key in ("input_lines", "examples", "dead_letter", "tasks", "blessed", "pushed_model"):
+    for key in ("input_lines", "examples", "dead_letter", "tasks", "blessed", "pushed_model", "missing_values",
+                "split_protocol"):
         assert key in written
+    assert written["split_protocol"] == {"by": "time", "eval_days": 1, "test_days": 0, "trained_on": "train",
+                                         "early_stopping_on": "eval", "gated_on": "eval", "reported": ["eval"]}
+    assert "test" not in written  # no test split asked for
     assert set(written["dead_letter"]) >= {"total", "by_reason"}
     assert set(written["tasks"]) == {"click", "like", "purchase", "dwell"}
     assert {"auc", "auc_precision_recall", "binary_crossentropy", "calibration", "oracle_auc"} <= set(written["tasks"]["click"])
@@ -153,72 +164,89 @@ def test_schema_violation_stops_the_run_before_transform(tmp_path):
     assert not os.path.exists(tmp_path / "work" / "pipeline" / "Trainer")
 
 
-def _example_table(logs, out_csv):
-    """Joins a generated log in plain Python into a ready example table, as teams often already have."""
-    users = {u["user_id"]: ev.parse_user(u) for u in map(json.loads, open(logs / "users.jsonl"))}
-    items = {i["item_id"]: ev.parse_item(i) for i in map(json.loads, open(logs / "items.jsonl"))}
-    groups = collections.defaultdict(list)
-    for line in open(logs / "events.jsonl"):
-        event = ev.parse_event(json.loads(line))
-        groups[event["impression_id"]].append((event, line))
-    rows = [ev.join_impression(group, users, items)[0] for group in groups.values()]
-    with open(out_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "lines"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+PENGUINS = os.path.join(os.path.dirname(palmerpenguins.__file__), "data", "penguins.csv")
+
+
+def _penguins_column(name):
+    with open(PENGUINS, newline="") as f:
+        return [row[name] for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory):
-    """One smoke run for three kinds of plumbing at once: a ready CSV example table through TFX's
-    CsvExampleGen, a single-task config with its baseline, and BeamDagRunner as the orchestrator."""
+    """One run for four kinds of plumbing at once: a public table with NA cells (Palmer penguins,
+    as the palmerpenguins wheel ships it) through CsvExampleGen with the config `mtrec config
+    --from-table` drafts for it, a single-task config (sex, a string label) with its baseline,
+    a test split, and BeamDagRunner as the orchestrator."""
     root = tmp_path_factory.mktemp("table_run")
-    logs, table = root / "logs", root / "table"
-    synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=6000, days=2, seed=4))
-    table.mkdir()
-    rows = _example_table(logs, table / "examples.csv")
+    drafted = io.StringIO()
+    with contextlib.redirect_stdout(drafted):
+        assert cli.main(["config", "--from-table", PENGUINS, "--labels", "sex"]) == 0
     raw = PipelineConfig().to_dict()
-    raw["data"] = {"source": "examples", "path": str(table), "format": "csv", "split": "hash", "schema": "infer"}
-    raw["tasks"] = [t for t in raw["tasks"] if t["name"] == "click"]
+    cli._merge(raw, yaml.safe_load(drafted.getvalue()))
     raw.update(baselines=True, orchestrator="beam")
-    config, progress = _smoke_config(raw), []
+    config, progress = PipelineConfig.from_dict(raw), []
     summary = runner.run(config, str(root / "work"), progress=progress.append)
-    return types.SimpleNamespace(summary=summary, rows=rows, progress=progress, config=config, work_dir=root / "work")
+    return types.SimpleNamespace(summary=summary, progress=progress, config=config, work_dir=root / "work")
 
 
 @TABLE_RUN
-def test_a_ready_csv_example_table_runs_through_tfx_example_gen(table_run):
-    summary = table_run.summary
-    assert sum(summary["examples"].values()) == len(table_run.rows) == 6000
-    assert summary["dead_letter"] is None
-    assert summary["blessed"] and summary["pushed_model"]
-    assert "oracle_auc" not in summary["tasks"]["click"]  # the table has no generator behind it
+def test_a_public_table_with_na_cells_runs_with_its_drafted_config(table_run):
+    summary, config = table_run.summary, table_run.config
+    assert set(config.features.categorical) == {"species", "island", "year"}
+    assert set(config.features.numeric) == {"bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"}
+    assert [(t.name, t.type, t.positive) for t in config.tasks] == [("sex", "binary", "male")]
+    assert sum(summary["examples"].values()) == len(_penguins_column("sex")) == 344
+    for name in ("sex", "bill_length_mm", "body_mass_g"):  # NA cells, read as missing values
+        assert sum(split[name] for split in summary["missing_values"].values()) == _penguins_column(name).count("NA")
+    assert summary["dead_letter"] is None and summary["blessed"] and summary["pushed_model"]
+    # bill and flipper sizes tell the sexes apart well within a species; the test split is never trained on
+    assert summary["test"]["sex"]["auc"] > 0.8 and summary["tasks"]["sex"]["auc"] > 0.8
+    assert "oracle_auc" not in summary["tasks"]["sex"]  # the table has no generator behind it
 
 
 @TABLE_RUN
 def test_a_single_task_config_with_baselines_is_evaluated_and_compared(table_run):
     """TFMA unwraps a lone model output; the `evaluate` signature and config keep one task working."""
     summary = table_run.summary
-    assert set(summary["tasks"]) == {"click"} and 0.5 < summary["tasks"]["click"]["auc"] < 1
-    assert set(summary["stl"]) == {"click"} and summary["stl"]["click"]["metric"] == "auc"
+    assert set(summary["tasks"]) == {"sex"}
+    assert set(summary["stl"]) == {"sex"} and summary["stl"]["sex"]["metric"] == "auc"
 
 
 @TABLE_RUN
 def test_beam_dag_runner_runs_the_same_pipeline(table_run):
     finished = {line.split()[0] for line in table_run.progress if " done in " in line}
-    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= finished, table_run.progress
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "test_evaluator", "Pusher"} <= finished
+
+
+def _execution_states(metadata_path):
+    """{component id: MLMD execution state} in the latest pipeline run."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = metadata_path
+    store = metadata_store.MetadataStore(connection)
+    run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
+    in_run = {e.id for e in store.get_executions_by_context(run.id)}
+    states = {}
+    for node in store.get_contexts_by_type("node"):
+        for execution in store.get_executions_by_context(node.id):
+            if execution.id in in_run:
+                states[node.name.split(".", 1)[-1]] = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+    return states
 
 
 @TABLE_RUN
 def test_impossible_threshold_blocks_the_push_and_reuses_the_cache(table_run):
     raw = table_run.config.to_dict()  # the same run but for the gate, so every step before the Evaluator is cached
     raw["tasks"][0]["gate"] = {"bound": 0.999, "tolerance": 0.02}
-    progress = []
-    summary = runner.run(PipelineConfig.from_dict(raw), str(table_run.work_dir), progress=progress.append)
+    summary = runner.run(PipelineConfig.from_dict(raw), str(table_run.work_dir), progress=lambda line: None)
     assert not summary["blessed"] and summary["pushed_model"] is None
-    assert any(g.startswith("click/auc: value") for g in summary["failed_gates"])
+    assert any(g.startswith("sex/auc: value") for g in summary["failed_gates"])
     pushed = os.path.basename(table_run.summary["pushed_model"])
     assert os.listdir(os.path.join(str(table_run.work_dir), "serving", "mtrec")) == [pushed]
-    reused = [progress[i - 1].split()[0] for i, line in enumerate(progress) if "reused from TFX cache" in line]
-    assert {"CsvExampleGen", "Transform", "Trainer"} <= set(reused), progress
+    states = _execution_states(os.path.join(str(table_run.work_dir), "metadata.db"))
+    for component in ("CsvExampleGen", "StatisticsGen", "Transform", "Trainer", "single_task_trainer"):
+        assert states[component] == "CACHED", (component, states)
+    assert states["Evaluator"] == "COMPLETE"  # the gate changed, so it ran again
