@@ -53,7 +53,7 @@ def missing_table_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("missing_table")
     synthetic.generate(str(root / "logs"), synthetic.SyntheticLogSpec(impressions=4000, days=2, seed=6))
     blanked = missing.write_example_table(str(root / "logs"), str(root / "all.csv"), missing_rate=0.08,
-                                          label_missing_rate=0.05, seed=6, extra_columns=36)
+                                          label_missing_rate=0.1, seed=6, extra_columns=36)
     header, parts = _split_files(root / "all.csv", str(root / "table"))
     raw = PipelineConfig().to_dict()
     raw["data"] = {"source": "examples", "path": str(root / "table"), "format": "csv", "schema": "infer",
