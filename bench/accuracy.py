@@ -12,6 +12,7 @@ the oracle on every binary task.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import glob
 import itertools
@@ -27,10 +28,11 @@ import tensorflow_transform as tft
 from sklearn.metrics import roc_auc_score
 
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
+from mtrec.models.multitask import example_weight
 from mtrec.pipeline import runner
-from mtrec.reporting.summary import latest_run_outputs
 from mtrec.pipeline.datasets import example_count, label_splitter
 from mtrec.pipeline.training import train, vocab_sizes
+from mtrec.reporting.summary import latest_run_outputs
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 
@@ -48,7 +50,7 @@ def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig
 
 
 def score(network, eval_data, config: PipelineConfig) -> dict:
-    predictions, labels = {t.name: [] for t in config.tasks}, {k: [] for k in config.label_keys}
+    predictions, labels = {t.name: [] for t in config.tasks}, collections.defaultdict(list)
     for features, batch_labels in eval_data:
         outputs = network(features, training=False)
         for t in config.tasks:
@@ -59,11 +61,10 @@ def score(network, eval_data, config: PipelineConfig) -> dict:
     result = {}
     for t in config.tasks:
         p, y = np.concatenate(predictions[t.name]), labels[t.label]
-        w = labels[t.given] if t.given else None
+        w = np.asarray(example_weight(t, labels))  # the `given` label, 0 where a label is missing
         if t.type == BINARY:
             result[t.name] = {"auc": float(roc_auc_score(y, p, sample_weight=w))}
         else:
-            w = np.ones_like(y) if w is None else w
             result[t.name] = {"rmse": float(np.sqrt(np.sum(w * (y - p) ** 2) / np.sum(w)))}
     return result
 

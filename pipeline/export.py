@@ -27,7 +27,7 @@ import tf_keras as keras
 from mtrec.config import PipelineConfig
 from mtrec.models.multitask import example_weight
 from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
-from mtrec.pipeline.preprocessing import with_missing
+from mtrec.pipeline.preprocessing import label_outputs, with_missing
 from mtrec.pipeline.retrieval import TOP_K
 from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SERVING_DEFAULT, SERVING_RAW,
                                      TRANSFORM_FEATURES, WEIGHT_PREFIX, missing_value)
@@ -73,8 +73,7 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     network.tft_layer = tft_output.transform_features_layer()
     full_spec = tft_output.raw_feature_spec()
     raw_spec = {name: spec for name, spec in full_spec.items() if name in config.features.names}
-    labelled_spec = {name: spec for name, spec in full_spec.items()
-                     if name in config.features.names or name in config.label_keys}
+    label_spec = {name: spec for name, spec in full_spec.items() if name in config.label_keys}
     raw_inputs = {name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in raw_spec.items()}
 
     def predict(raw_features):
@@ -113,10 +112,9 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         """Labels as trained on (0 where missing) and per-task example weights (0 where the label is missing)."""
-        transformed = network.tft_layer(tf.io.parse_example(serialized, labelled_spec))
-        labels = {label: transformed[label] for label in config.label_keys}
-        labels.update({weight_name(t.name): example_weight(t, transformed) for t in evaluated})
-        return labels
+        labels = label_outputs(tf.io.parse_example(serialized, label_spec), config)  # no Transform graph needed
+        return {**{label: labels[label] for label in config.label_keys},
+                **{weight_name(t.name): example_weight(t, labels) for t in evaluated}}
 
     signatures = {SERVING_DEFAULT: serve_examples.get_concrete_function(),
                   SERVING_RAW: serve_raw.get_concrete_function(),

@@ -79,7 +79,15 @@ def preprocessing_fn(inputs, custom_config):
                                    name=f"quantiles_{name}")  # tft.bucketize's defaults
         outputs[bucket_name(name)] = tft.apply_buckets(imputed, boundaries)
         outputs[missing_name(name)] = tf.cast(missing, tf.float32)
-    positives = config.label_positives
+    outputs.update(label_outputs(inputs, config))
+    return outputs
+
+
+def label_outputs(inputs, config: PipelineConfig):
+    """Each label as float32 (a binary label with `positive` as 1 for that value), 0 where missing,
+    and `<label>__present`. Needs no analyzer, so the exported `transform_features` signature
+    runs it on the raw labels alone."""
+    positives, outputs = config.label_positives, {}
     for label in config.label_keys:
         values, missing = with_missing(inputs[label])
         if label in positives:  # e.g. "yes"/"no": 1 for the configured value

@@ -35,15 +35,13 @@ def _retry_policy(attempts: int) -> str:
 
 
 def columns(features: Features) -> Dict[str, list]:
-    """Rows ([{name: value}]) or columns ({name: [values]}) as columns; a lone value is a batch of one."""
+    """Rows ([{name: value}]) or columns ({name: [values]}) as columns; a lone value is a batch of
+    one. A feature some rows lack is None (missing) in those rows."""
     if isinstance(features, Mapping):
         return {k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v] for k, v in features.items()}
     rows = list(features)
     names = sorted(set().union(*rows)) if rows else []
-    missing = [n for n in names if any(n not in r for r in rows)]
-    if missing:
-        raise ValueError(f"every row needs the same features; some rows lack {missing}")
-    return {n: [r[n] for r in rows] for n in names}
+    return {n: [r.get(n) for r in rows] for n in names}
 
 
 def to_example(row: Mapping[str, object], dtypes: Mapping[str, tf.DType]) -> tf.train.Example:
