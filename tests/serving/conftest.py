@@ -93,8 +93,8 @@ def user_rows(logs, count: int):
     """`count` realistic raw-feature rows: users and items from the log's own tables."""
     users = [json.loads(line) for line in open(logs / "users.jsonl")]
     items = [json.loads(line) for line in open(logs / "items.jsonl")]
-    return [{"user_id": users[i % len(users)]["user_id"], "age_bucket": users[i % len(users)]["age_bucket"],
-             "region": users[i % len(users)]["region"], "user_tenure_days": 10 + i, "device": "mobile",
+    return [{"user_id": users[i % len(users)]["user_id"], "age_bucket": users[i % len(users)].get("age_bucket"),
+             "region": users[i % len(users)].get("region"), "user_tenure_days": 10 + i, "device": "mobile",
              "page": "home", "hour": i % 24, "position": 1 + i % 5, **{k: items[i % len(items)].get(k)  # None: left out of the log
                                                                      for k in ("item_id", "category", "price")}}
             for i in range(count)]
