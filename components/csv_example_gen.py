@@ -2,8 +2,8 @@
 
 TFX's CsvExampleGen treats only an empty cell as missing: an `NA` turns a whole numeric column
 into strings. This executor is TFX's own CSV executor with one step added between parsing and
-type inference: cells in `NA_VALUES` (pandas' `read_csv` defaults) become empty, so they are
-missing values with the column keeping its type.
+type inference: cells in `mtrec.data.missing.NA_CELLS` (pandas' `read_csv` defaults) become
+empty, so they are missing values with the column keeping its type.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 from tfx_bsl.coders import csv_decoder
 
-NA_VALUES = frozenset(v.encode() for v in (
-    "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
-    "NULL", "NaN", "None", "n/a", "nan", "null"))
+from mtrec.data.missing import NA_CELLS
+
+NA_VALUES = frozenset(cell.encode() for cell in NA_CELLS)  # parsed CSV cells are bytes
 
 
 def blank_na(cells):

@@ -14,29 +14,18 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from mtrec.config import PipelineConfig
+from mtrec.serving.signatures import missing_value
 from mtrec.transformed import MISSING, bucket_name, missing_name, presence_name
-
-INT_MISSING = tf.int64.min  # what an absent int value becomes before it is masked
 
 
 def with_missing(x) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(values [batch, 1], missing [batch, 1] bool) of a raw feature, dense or sparse."""
-    if x.dtype == tf.string:
-        default = ""
-    elif x.dtype.is_integer:
-        default = tf.cast(INT_MISSING, x.dtype)
-    else:
-        default = float("nan")
+    """(values [batch, 1], missing [batch, 1] bool) of a raw feature, dense or sparse. An absent
+    value becomes the serving signatures' sentinel for its dtype, so both mean the same."""
+    default = tf.constant(missing_value(x.dtype), x.dtype)
     if isinstance(x, tf.SparseTensor):
         x = tft.sparse_tensor_to_dense_with_shape(x, [None, 1], default_value=default)
     x = tf.reshape(x, [-1, 1])
-    if x.dtype == tf.string:
-        missing = tf.equal(x, "")
-    elif x.dtype.is_integer:
-        missing = tf.equal(x, default)
-    else:
-        missing = tf.math.is_nan(x)
-    return x, missing
+    return x, (tf.math.is_nan(x) if x.dtype.is_floating else tf.equal(x, default))
 
 
 def as_category(x) -> tf.Tensor:

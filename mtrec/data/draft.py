@@ -14,6 +14,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+from mtrec.data.missing import NA_CELLS
+
 LABEL_WORDS = ("click", "like", "purchase", "buy", "convert", "conversion", "label", "target", "rating",
                "dwell", "watch", "churn", "outcome", "y")
 MAX_VOCABULARY = 10_000
@@ -35,7 +37,7 @@ def read_sample(path: str, sample_rows: int = 20_000) -> Dict[str, List]:
             if i >= sample_rows:
                 break
             for name, cell in zip(header, row):
-                columns[name].append(None if cell in ("", "NA", "NaN", "nan", "null") else cell)
+                columns[name].append(None if cell in NA_CELLS else cell)
     return {name: [_number(v) for v in values] for name, values in columns.items()}
 
 

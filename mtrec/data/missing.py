@@ -17,6 +17,10 @@ from typing import Dict, Sequence
 
 from mtrec.components import events as ev
 
+# The cells tables use for "no value": pandas' `read_csv` defaults. CsvExampleGen and the config
+# draft read them alike.
+NA_CELLS = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"))
 MISSING_COLUMNS = ("device", "page", "category", "region", "position", "price", "user_tenure_days")
 MISSING_LABELS = ("like", "dwell")
 LOG_FIELDS = {"events": ("device", "page", "position"), "items": ("category", "price"),
