@@ -10,7 +10,6 @@ no problem first appears after training.
 import os
 
 import tensorflow as tf
-from tensorflow_data_validation.utils import stats_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
@@ -38,10 +37,6 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
     return found
 
 
-def load_statistics(statistics_uri: str, split: str):
-    return stats_util.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
-
-
 @tfx.dsl.components.component
 def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
                 statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
@@ -52,8 +47,9 @@ def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_a
     found = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     lines = [f"  [{split}] {feature}: {text}" for split, feature, text in found]
     parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
-    lines += [f"  {problem}" for problem in data_check.problems(
-        PipelineConfig.from_json(config), parsed, load_statistics(statistics.uri, "train"), source or "the examples")]
+    train = data_check.load_statistics(statistics.uri, "train")
+    lines += [f"  {problem}" for problem in data_check.problems(PipelineConfig.from_json(config), parsed, train,
+                                                                source or "the examples")]
     if lines:
         raise DataAnomalyError("the examples do not fit the schema or the config; stopping before Transform and "
                                "Trainer:\n" + "\n".join(lines))

@@ -9,8 +9,10 @@ Reads what StatisticsGen and the schema already know, so it costs no pass over t
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List
 
+from tensorflow_data_validation.utils import stats_util
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from mtrec.config import BINARY, PipelineConfig
@@ -22,6 +24,11 @@ def _common(feature: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.Com
     which = feature.WhichOneof("stats")
     return getattr(feature, which).common_stats if which in ("num_stats", "string_stats") else \
         statistics_pb2.CommonStatistics()
+
+
+def load_statistics(statistics_uri: str, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """One split of a StatisticsGen artifact."""
+    return stats_util.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
 
 
 def feature_stats(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> Dict[str, statistics_pb2.FeatureNameStatistics]:

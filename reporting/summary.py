@@ -14,10 +14,9 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tensorflow_data_validation.utils import stats_util
 from tfx.types import artifact_utils
 
-from mtrec.components.data_check import missing_counts
+from mtrec.components.data_check import load_statistics, missing_counts
 from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
 from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
@@ -110,7 +109,7 @@ def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
 
 def _split_statistics(statistics):
     for split in artifact_utils.decode_split_names(statistics.properties["split_names"].string_value):
-        yield split, stats_util.load_stats_binary(os.path.join(statistics.uri, f"Split-{split}", "FeatureStats.pb"))
+        yield split, load_statistics(statistics.uri, split)
 
 
 def _examples_per_split(statistics) -> Dict[str, int]:
