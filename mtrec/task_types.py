@@ -56,7 +56,9 @@ TASK_TYPES = {
     BINARY: TaskType(
         activation="sigmoid", default_loss="binary_crossentropy", keras_metric="AUC", short="auc",
         gate_class="AUC", gate_metric="auc", higher_is_better=True,
-        report_classes=("AUCPrecisionRecall", "BinaryCrossentropy", "Calibration", "MeanLabel", "MeanPrediction"),
+        # TFMA's own BinaryCrossEntropy, not Keras's BinaryCrossentropy: the same value, without a
+        # TensorFlow metric wrapped per slice
+        report_classes=("AUCPrecisionRecall", "BinaryCrossEntropy", "Calibration", "MeanLabel", "MeanPrediction"),
         report_names=("auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")),
     REGRESSION: TaskType(
         activation=None, default_loss="huber", keras_metric="RootMeanSquaredError", short="rmse",

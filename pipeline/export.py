@@ -34,6 +34,12 @@ from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SE
 from mtrec.transformed import weight_name
 
 
+def _signature(input_signature):
+    """A signature's tf.function, traced without AutoGraph: nothing in them branches on tensors, and
+    AutoGraph would convert every Keras layer's call while tracing (most of the export's time)."""
+    return tf.function(input_signature=input_signature, autograph=False)
+
+
 def side_by_side(networks: Dict[str, keras.Model]) -> keras.Model:
     """One model whose output `task` comes from `networks[task]`, for exporting single-task models."""
     inputs = {}
@@ -81,11 +87,11 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
         # Keras returns a lone output bare; TFMA and clients need {task: scores} whatever the count.
         return outputs if isinstance(outputs, dict) else {network.output_names[0]: outputs}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @_signature([tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized):
         return predict(tf.io.parse_example(serialized, raw_spec))
 
-    @tf.function(input_signature=[raw_inputs])
+    @_signature([raw_inputs])
     def serve_raw(features):
         return predict(raw_columns(features, raw_spec))
 
@@ -93,7 +99,7 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     rank_spec = {**raw_inputs,
                  **{WEIGHT_PREFIX + task: tf.TensorSpec([], tf.float32, name=WEIGHT_PREFIX + task) for task in scored}}
 
-    @tf.function(input_signature=[rank_spec])
+    @_signature([rank_spec])
     def rank(inputs):
         """Task scores and their blend sum(weight_<task> * score), computed in the serving graph."""
         outputs = predict(raw_columns({name: inputs[name] for name in raw_spec}, raw_spec))
@@ -103,13 +109,13 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
 
     evaluated = config.evaluated_tasks
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @_signature([tf.TensorSpec([None], tf.string, name="examples")])
     def evaluate(serialized):
         """What TFMA measures: the evaluated tasks, the same outputs for every model it compares."""
         outputs = predict(tf.io.parse_example(serialized, raw_spec))
         return {task.name: outputs[task.name] for task in evaluated}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @_signature([tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
         """Labels as trained on (0 where missing) and per-task example weights (0 where the label is missing)."""
         labels = label_outputs(tf.io.parse_example(serialized, label_spec), config)  # no Transform graph needed
@@ -124,7 +130,9 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
         signatures[RANK] = rank.get_concrete_function()
     if items is not None:
         signatures[RETRIEVE] = _retrieve_signature(network, tft_output, config, raw_spec, items)
-    network.save(export_dir, save_format="tf", signatures=signatures)
+    # Without each layer's traced call functions: TF Serving, TFMA and our clients use the signatures,
+    # and the layers' configs still let Keras load the model.
+    network.save(export_dir, save_format="tf", signatures=signatures, save_traces=False)
 
 
 def _retrieve_signature(network, tft_output, config, raw_spec, items):
@@ -138,7 +146,7 @@ def _retrieve_signature(network, tft_output, config, raw_spec, items):
                                   identifiers=tf.constant([vocabulary[i] for i in candidates["item_id"][:, 0]]))
     query_spec = {n: s for n, s in raw_spec.items() if n in config.model.query_features}
 
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in query_spec.items()}])
+    @_signature([{name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in query_spec.items()}])
     def retrieve(features):
         batch = tf.shape(next(iter(features.values())))[0]
         raw = {name: features[name] if name in features

@@ -112,6 +112,9 @@ def transform_component(config: PipelineConfig, examples, schema):
     return tfx.components.Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
                                     # the test split is for the test Evaluator, which reads raw examples
                                     splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+                                    # StatisticsGen has the raw data's statistics; TFDV again on the raw
+                                    # and transformed data would cost more than Transform itself
+                                    disable_statistics=True,
                                     custom_config={"config": config.transform_json(),
                                                    "code": code_fingerprint(TRANSFORM_CODE)})
 
