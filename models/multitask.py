@@ -78,15 +78,22 @@ class RetrievalObjective:
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=_NONE),
             remove_accidental_hits=True)
         self.item_probability = None if item_probability is None else tf.constant(item_probability, tf.float32)
+        retrieval = self.retrieval
+
+        def per_example(queries, candidates, weight, probability, items):
+            return retrieval(queries, candidates, sample_weight=weight, candidate_sampling_probability=probability,
+                             candidate_ids=items, compute_metrics=False)
+
+        # TFRS's Retrieval takes len() of tensors, which only AutoGraph can trace: converted here,
+        # inside training steps that are traced without it.
+        self._per_example = tf.autograph.to_graph(per_example)
 
     def __call__(self, features, labels, outputs) -> tf.Tensor:
         items = tf.reshape(features[self.item_key], [-1])
         probability = None if self.item_probability is None else tf.gather(self.item_probability, items)
         weight = tf.reshape(example_weight(self.task, labels), [-1]) if self.task.given else None
-        per_example = self.retrieval(outputs[QUERY_EMBEDDING], outputs[ITEM_EMBEDDING], sample_weight=weight,
-                                     candidate_sampling_probability=probability, candidate_ids=items,
-                                     compute_metrics=False)
-        return _average(per_example)
+        return _average(self._per_example(outputs[QUERY_EMBEDDING], outputs[ITEM_EMBEDDING], weight, probability,
+                                          items))
 
 
 def objectives_for(config: PipelineConfig, item_probability: Optional[np.ndarray] = None) -> list:
@@ -165,7 +172,8 @@ class MultiTaskModel(keras.Model):
                                                        sample_weight=example_weight(t, labels))
 
     # Traced without AutoGraph: the steps have no Python control flow on tensors, and AutoGraph
-    # would convert every layer's call while tracing (about half of each fit's fixed cost).
+    # would convert every layer's call while tracing (about half of each fit's fixed cost). Code
+    # that needs it (TFRS's Retrieval) is converted where it is called.
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         features, labels = data

