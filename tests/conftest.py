@@ -17,20 +17,6 @@ import yaml  # noqa: E402
 # Tests on `small_run` share one xdist worker, so the run happens once.
 SMALL_RUN = pytest.mark.xdist_group("small_run")
 
-# Seconds each shared pipeline run's group took in a full run (2 workers, 2026-12-01). pytest-xdist
-# hands groups to workers in collection order, so the longest go first: each worker starts on a
-# long one and the short tests fill in at the end, instead of one worker getting two long runs last.
-GROUP_SECONDS = {"movielens": 800, "e2e": 790, "small_run": 650, "accuracy_bench": 510, "mirrored_check": 250,
-                 "missing_table": 230, "table_run": 200}
-
-
-def pytest_collection_modifyitems(items):
-    def seconds(item):
-        marker = item.get_closest_marker("xdist_group")
-        return GROUP_SECONDS.get(marker.args[0] if marker else "", 0)
-
-    items.sort(key=seconds, reverse=True)  # stable: within a group and among the rest, files keep their order
-
 
 class SmallRun:
     def __init__(self, work_dir, logs, summary, blanked):
