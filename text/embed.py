@@ -1,11 +1,12 @@
 """`mtrec embed`: one text field of a JSONL or CSV file -> its rows with the encoder's vector.
 
 Rows come out in input order, each with its other fields and `embedding` (the encoder's 384
-floats, before any reduction). A row without the field (absent, JSON null, an empty CSV cell) is
-a missing value, as everywhere in mtrec: written with `"embedding": null`. A row that cannot be
-read (bad JSON, not an object) or whose field is not a string is counted and kept in the
-dead-letter file beside the output (`OUT.dead_letter.jsonl`: line, reason, raw line), not written.
-A text seen before is not encoded again.
+floats, before any reduction). A row without the field (absent, JSON null, or a CSV NA cell:
+empty, `NA`, `NULL`, ..., `mtrec.data.missing.NA_CELLS`) is a missing value, as everywhere in
+mtrec: written with `"embedding": null`. A row that cannot be read (bad JSON, not an object) or
+whose field is not a string is counted and kept in the dead-letter file beside the output
+(`OUT.dead_letter.jsonl`: line, reason, raw line), not written. A text seen before is not
+encoded again.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 import time
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from mtrec.data.missing import NA_CELLS
 from mtrec.text.minilm import DEFAULT_MAX_LENGTH, SentenceEncoder
 
 EMBEDDING = "embedding"
@@ -27,24 +29,26 @@ def dead_letter_path(out: str) -> str:
     return f"{root}.dead_letter.jsonl"
 
 
-def _rows(path: str) -> Iterator[Tuple[int, str, Optional[dict], str]]:
-    """(line number, raw line, row or None, why it is None) for every row of a JSONL or CSV file."""
+def _records(path: str) -> Iterator[Tuple[int, str, Optional[dict], Optional[Tuple[str, str]]]]:
+    """(line number, raw line, row, problem) for every row of a JSONL or CSV file; a row that
+    cannot be read is None, with its problem as (reason, detail)."""
     with open(path, newline="" if path.endswith(".csv") else None, encoding="utf-8") as f:
         if path.endswith(".csv"):
             reader = csv.DictReader(f)
-            for row in reader:  # an empty cell is no value, as in the tables mtrec reads
-                yield reader.line_num, json.dumps(row), {k: (v if v != "" else None) for k, v in row.items()}, ""
+            for row in reader:  # NA cells are no value, as in the tables mtrec reads
+                yield reader.line_num, json.dumps(row), {k: (None if v in NA_CELLS else v) for k, v in row.items()}, None
             return
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            raw = line.rstrip("\n")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                yield number, line.rstrip("\n"), None, f"bad JSON: {e.msg}"
+                yield number, raw, None, ("bad JSON", e.msg)
                 continue
-            yield (number, line.rstrip("\n"), row, "") if isinstance(row, dict) else \
-                (number, line.rstrip("\n"), None, f"not a JSON object: {type(row).__name__}")
+            yield (number, raw, row, None) if isinstance(row, dict) else \
+                (number, raw, None, ("not a JSON object", type(row).__name__))
 
 
 def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 64,
@@ -53,23 +57,23 @@ def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_
     texts encoded, dead_letter {total, by_reason}, seconds."""
     if not os.path.isfile(input_path):
         raise FileNotFoundError(f"no input file {input_path}")
-    rows = list(_rows(input_path))
-    readable = [r for _, _, r, _ in rows if r is not None]
-    if readable and not any(field in r for r in readable):
-        seen = sorted({k for r in readable[:1000] for k in r})
+    records = list(_records(input_path))
+    readable = [row for _, _, row, _ in records if row is not None]
+    if readable and not any(field in row for row in readable):
+        seen = sorted({k for row in readable[:1000] for k in row})
         raise ValueError(f"no row of {input_path} has the field {field!r}; fields seen: {seen}")
-    reasons = collections.Counter()
-    dead = []
-    for i, (number, raw, row, why) in enumerate(rows):
+    rows, dead, reasons = [], [], collections.Counter()
+    for number, raw, row, problem in records:
         if row is not None and row.get(field) is not None and not isinstance(row[field], str):
-            why = f"not text: field {field!r} is {type(row[field]).__name__}"
-            rows[i] = (number, raw, None, why)
-        if rows[i][2] is None:
-            reasons[why.split(":")[0]] += 1
-            dead.append({"line": number, "reason": why, "raw": raw})
+            problem = ("not text", f"field {field!r} is {type(row[field]).__name__}")
+        if problem:
+            reasons[problem[0]] += 1
+            dead.append({"line": number, "reason": ": ".join(problem), "raw": raw})
+        else:
+            rows.append(row)
 
     encoder = SentenceEncoder(encoder_path, max_length=max_length, batch_size=batch_size)
-    texts = list(dict.fromkeys(r[field] for _, _, r, _ in rows if r is not None and r.get(field) is not None))
+    texts = list(dict.fromkeys(row[field] for row in rows if row.get(field) is not None))
     started, last, vectors = time.time(), time.time(), []
     for batch in encoder.encode_batches(texts):
         vectors.extend(batch)
@@ -79,11 +83,9 @@ def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_
     seconds = time.time() - started
     by_text = dict(zip(texts, vectors))
 
-    counts = {"rows": len(rows), "embedded": 0, "missing": 0, "texts_encoded": len(texts)}
+    counts = {"rows": len(records), "embedded": 0, "missing": 0, "texts_encoded": len(texts)}
     with open(out, "w", encoding="utf-8") as f:
-        for _, _, row, _ in rows:
-            if row is None:
-                continue
+        for row in rows:
             text = row.get(field)
             counts["embedded" if text is not None else "missing"] += 1
             vector = [round(float(x), 7) for x in by_text[text]] if text is not None else None

