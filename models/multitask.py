@@ -219,11 +219,17 @@ def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
                           item_probability: Optional[np.ndarray] = None) -> MultiTaskModel:
     """The configured architecture and weighting, compiled with Adam. Build it inside the
     distribution strategy's scope."""
-    network = build_model(config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks,
-                          config.model)
+    # Built without AutoGraph: Keras would convert the call of every layer defined outside Keras
+    # (ours, TFRS's), and AutoGraph recurses into tf_keras, which its allowlist does not name.
+    network = tf.autograph.experimental.do_not_convert(build_model)(
+        config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks, config.model)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)
     model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
                   steps_per_execution=config.training.steps_per_execution, jit_compile=config.training.jit_compile)
+    # Every variable exists before the first step: a tf.function that creates variables while it
+    # is traced is traced twice, and the training step's trace is most of a short fit's cost.
+    model.optimizer.build(network.trainable_variables + weighting.learned_variables)
+    weighting.build()
     return model

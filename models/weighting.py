@@ -53,6 +53,9 @@ class Weighting(tf.Module):
         """Variables the network's optimizer trains together with the model."""
         return []
 
+    def build(self) -> None:
+        """Creates the scheme's own optimizer state, before the first (traced) training step."""
+
     @tf.autograph.experimental.do_not_convert  # a no-op: nothing for AutoGraph to convert
     def after_step(self, losses: Dict[str, tf.Tensor], tape: tf.GradientTape, shared: List[tf.Variable]) -> None:
         """Called in every training step after the model update."""
@@ -90,6 +93,9 @@ class GradNorm(Weighting):
         self.initial_losses = _state(tf.zeros(len(tasks)), "initial_losses")
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.grad_norms = _state(tf.zeros(len(tasks)), "grad_norms")
+
+    def build(self):
+        self.optimizer.build([self.task_weights])
 
     def after_step(self, losses, tape, shared):
         # Under tf.distribute each replica holds its share of the global losses and gradients:
