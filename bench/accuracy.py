@@ -1,8 +1,11 @@
 """Accuracy of every architecture x weighting on the synthetic log, as the AUC gap to the oracle.
 
     python bench/accuracy.py --out bench/results/accuracy.json [--impressions 200000]
+    python bench/accuracy.py --out acc.json --config my.yaml --logs my_logs/   # your own logs
+    python bench/accuracy.py --out acc.json --config my.yaml --from-run work   # a finished run
 
-Runs the pipeline once (ingest, validate, Transform: reused from TFX's cache on a second call),
+Runs the pipeline once with single-task baselines (reused from TFX's cache on a second call; or
+takes a finished `mtrec run` work dir as it is, with the `--config` it ran with),
 then trains each configuration on the same transformed splits with the Trainer's own `train`
 and scores the eval split like the Evaluator (conditional tasks weighted by their `given` label).
 Writes JSON (per configuration and task: AUC, oracle AUC, gap; RMSE for regression; epochs and
@@ -31,7 +34,7 @@ from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.models.multitask import example_weight
 from mtrec.pipeline import runner
 from mtrec.pipeline.datasets import example_count, label_splitter
-from mtrec.pipeline.training import train, vocab_sizes
+from mtrec.pipeline.training import text_tables, train, vocab_sizes
 from mtrec.reporting.summary import latest_run_outputs
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
@@ -95,22 +98,38 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON file to write (a PNG is written beside it)")
     parser.add_argument("--work-dir", default="work/bench-accuracy", help="pipeline work dir (reused across calls)")
-    parser.add_argument("--impressions", type=int, default=200_000)
+    parser.add_argument("--impressions", type=int, help="synthetic log size (default: the config's, 200,000)")
     parser.add_argument("--architectures", default=",".join(RANKING))
     parser.add_argument("--weightings", default=",".join(WEIGHTINGS))
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    parser.add_argument("--config", help="pipeline config YAML (default: mtrec's defaults)")
+    parser.add_argument("--logs", help="event logs to run on (default: the synthetic log of --impressions)")
+    parser.add_argument("--from-run", metavar="WORK_DIR", help="a finished run's work dir: no pipeline run")
     args = parser.parse_args(argv)
 
+    raw = PipelineConfig.read_yaml(args.config) if args.config else {}
+    if args.impressions:
+        raw.setdefault("data", {})["impressions"] = args.impressions
+    if args.logs:  # as `mtrec run --logs` reads them
+        raw.setdefault("data", {}).update(source="events", path=args.logs)
     # With single-task baselines, so the run summary also says where multi-task learning helps.
-    base = PipelineConfig.from_dict({"data": {"impressions": args.impressions}, "baselines": True})
+    base = PipelineConfig.from_dict({**raw, "baselines": True})
     if args.epochs:
         base.training.epochs = args.epochs
-    print(f"Pipeline up to Transform on {args.impressions} impressions ...", file=sys.stderr, flush=True)
-    summary = runner.run(base, args.work_dir, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    outputs = latest_run_outputs(os.path.join(os.path.abspath(args.work_dir), "metadata.db"))
+    work_dir = os.path.abspath(args.from_run or args.work_dir)
+    if args.from_run:
+        with open(os.path.join(work_dir, runner.SUMMARY_FILE)) as f:
+            summary = json.load(f)
+    else:
+        print(f"Pipeline on {args.logs or f'{base.data.impressions} impressions'} ...", file=sys.stderr, flush=True)
+        summary = runner.run(base, work_dir, data_dir=args.logs,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    outputs = latest_run_outputs(os.path.join(work_dir, "metadata.db"))
     tft_output = tft.TFTransformOutput(outputs[("Transform", "transform_graph")].uri)
     examples_uri = outputs[("Transform", "transformed_examples")].uri
     oracle = {t: m["oracle_auc"] for t, m in summary["tasks"].items() if "oracle_auc" in m}
+    embeddings = outputs.get(("TextEmbedder", "embeddings"))
+    text = text_tables(base, embeddings.uri if embeddings else None)
 
     results = []
     for architecture, weighting in itertools.product(args.architectures.split(","), args.weightings.split(",")):
@@ -120,7 +139,7 @@ def main(argv=None) -> int:
         started = time.time()
         eval_data = transformed_dataset(examples_uri, "eval", tft_output, config, False)
         network, log = train(config, transformed_dataset(examples_uri, "train", tft_output, config, True), eval_data,
-                             vocab_sizes(config, tft_output), log_dir=None)
+                             vocab_sizes(config, tft_output), log_dir=None, text=text)
         seconds = time.time() - started
         tasks = score(network, eval_data, config)
         for name, auc in oracle.items():
@@ -133,7 +152,7 @@ def main(argv=None) -> int:
 
     worst_gap = lambda r: max(m["gap"] for m in r["tasks"].values() if "gap" in m)  # noqa: E731
     best = min(results, key=worst_gap)
-    report = {"impressions": args.impressions, "oracle_auc": oracle, "results": results,
+    report = {"impressions": None if args.logs else base.data.impressions, "oracle_auc": oracle, "results": results,
               "best": {"architecture": best["architecture"], "weighting": best["weighting"],
                        "worst_gap": worst_gap(best)},
               "goal": "best configuration within 0.01 AUC of the oracle on every binary task",

@@ -228,8 +228,9 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
      | "WriteDead" >> beam.io.WriteToText(os.path.join(dead_letter_uri, "dead_letter"), file_name_suffix=".jsonl"))
 
 
-def read_counters(result) -> Dict[str, int]:
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+def read_counters(result, namespace: str = NAMESPACE) -> Dict[str, int]:
+    """A finished Beam pipeline's counters in `namespace`, by name."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
     out: Dict[str, int] = {}
     for c in counters:
         value = c.committed if c.committed is not None else c.attempted

@@ -19,8 +19,8 @@ def entire_space_tasks(tasks):
     return {t.name: by_label[t.given].name for t in tasks if t.type == BINARY and t.given in by_label}
 
 
-def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
+def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2, text)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     outputs = {t.name: task_head(x, t, config.bottom_units + config.tower_units, config.dropout) for t in tasks}
     for task, given in entire_space_tasks(tasks).items():

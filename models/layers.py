@@ -5,12 +5,17 @@ without custom-object plumbing.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
+
+from mtrec.transformed import text_key_name
+
+USER_ID, ITEM_ID = "user_id", "item_id"
 
 
 @keras.utils.register_keras_serializable(package="mtrec")
@@ -66,17 +71,73 @@ class MixtureOfExperts(keras.layers.Layer):
                 "num_tasks": self.num_tasks, "dropout": self.dropout}
 
 
-def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_dim: int, embedding_l2: float = 0.0):
+@dataclasses.dataclass
+class TextTables:
+    """The catalogue's text vectors, {id feature: (ids, vectors [n, d])}, and how the model uses
+    them (`config.text`: projection size, user-item match)."""
+
+    vectors: Dict[str, Tuple[List[str], np.ndarray]]
+    projection_dim: int = 16
+    match: bool = True
+
+    def only(self, id_features) -> "TextTables":
+        """The tables of these id features (a two-tower model's tower sees its own side)."""
+        return dataclasses.replace(self, vectors={k: v for k, v in self.vectors.items() if k in id_features})
+
+
+@keras.utils.register_keras_serializable(package="mtrec")
+class TextVectors(keras.layers.Layer):
+    """A catalogue's frozen text vectors, looked up by raw id inside the graph: a Keras
+    StringLookup and a gather, core TensorFlow ops that stock TF Serving runs. An id without a
+    vector (no text, or not in the catalogue the model was trained with) gets a learned default."""
+
+    def __init__(self, ids: Sequence[str], dimension: int, vectors: Optional[np.ndarray] = None, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.ids, self.dimension = [str(i) for i in ids], int(dimension)
+        self.lookup = keras.layers.StringLookup(vocabulary=self.ids, num_oov_indices=1, mask_token=None,
+                                                name="ids")
+        initial = "zeros" if vectors is None else keras.initializers.Constant(
+            np.concatenate([np.zeros((1, self.dimension), np.float32), np.asarray(vectors, np.float32)]))
+        # Frozen: the encoder's space stays the one new items are embedded in after training.
+        self.table = self.add_weight(name="table", shape=(len(self.ids) + 1, self.dimension), initializer=initial,
+                                     trainable=False)
+        self.default = self.add_weight(name="default", shape=(self.dimension,), initializer="zeros")
+
+    def call(self, keys):
+        index = tf.reshape(self.lookup(keys), [-1])  # 0: not in the catalogue
+        return tf.where(tf.expand_dims(index > 0, 1), tf.gather(self.table, index), self.default)
+
+    def get_config(self):
+        return {**super().get_config(), "ids": self.ids, "dimension": self.dimension}
+
+
+def text_inputs(text: Optional[TextTables]):
+    """Inputs (raw ids as strings) and dense parts for the text vectors: each table's vectors
+    through a learned projection, and the cosine of the user's and the item's vectors."""
+    inputs, parts, vectors = {}, [], {}
+    for id_feature, (ids, table) in sorted((text.vectors if text else {}).items()):
+        key = text_key_name(id_feature)
+        inputs[key] = keras.Input(shape=(1,), dtype=tf.string, name=key)
+        vectors[id_feature] = TextVectors(ids, table.shape[1], table, name=f"{id_feature}_text")(inputs[key])
+        parts.append(keras.layers.Dense(text.projection_dim, name=f"{id_feature}_text_projection")(vectors[id_feature]))
+    if text and text.match and {USER_ID, ITEM_ID} <= set(vectors):
+        parts.append(keras.layers.Dot(axes=1, normalize=True, name="text_match")([vectors[USER_ID], vectors[ITEM_ID]]))
+    return inputs, parts
+
+
+def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_dim: int, embedding_l2: float = 0.0,
+                   text: Optional[TextTables] = None):
     """Keras inputs for transformed features and their dense concatenation.
 
     Args:
       vocab_sizes: categorical feature -> number of ids (vocabulary + OOV buckets).
       numeric: float features, already normalised by Transform.
       embedding_l2: L2 penalty on the embedding tables: shrinks rarely seen ids toward zero.
+      text: text vectors by id feature (`text_inputs`), or None.
     Returns:
       (inputs dict of [batch, 1] tensors, [batch, d] float tensor).
     """
-    inputs, parts = {}, []
+    inputs, parts = text_inputs(text)
     regularizer = keras.regularizers.l2(embedding_l2) if embedding_l2 else None
     for name, size in sorted(vocab_sizes.items()):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.int64, name=name)

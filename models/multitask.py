@@ -26,6 +26,7 @@ import tf_keras as keras
 from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
 from mtrec.models import build_model
 from mtrec.models.esmm import CTCVR_SUFFIX, entire_space_tasks
+from mtrec.models.layers import TextTables
 from mtrec.models.two_tower import ITEM_EMBEDDING, QUERY_EMBEDDING
 from mtrec.models.weighting import Weighting, make_weighting
 from mtrec.transformed import dense_inputs, presence_name
@@ -143,6 +144,8 @@ class MultiTaskModel(keras.Model):
         self.distribute_reduction_method = "first"
         self.network, self.tasks, self.objectives, self.weighting = network, list(tasks), objectives, weighting
         self.shared = shared_variables(network) if weighting.needs_task_gradients else []
+        self._traced_train_step = tf.function(self._train_step, autograph=False, reduce_retracing=True)
+        self._traced_test_step = tf.function(self._test_step, autograph=False, reduce_retracing=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_losses = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {}
@@ -171,11 +174,26 @@ class MultiTaskModel(keras.Model):
                 self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name],
                                                        sample_weight=example_weight(t, labels))
 
-    # Traced without AutoGraph: the steps have no Python control flow on tensors, and AutoGraph
-    # would convert every layer's call while tracing (about half of each fit's fixed cost). Code
-    # that needs it (TFRS's Retrieval) is converted where it is called.
+    # The steps are traced without AutoGraph: they have no Python control flow on tensors, and
+    # AutoGraph would convert every layer's call. Code that needs it (TFRS's Retrieval) is
+    # converted where it is called. On one replica they are also tf.functions of their own:
+    # Keras's loop over `steps_per_execution` calls a step twice while tracing (once to learn what
+    # the loop carries), and the step's trace is most of a short fit's cost; the second call then
+    # reuses the first trace. Mirrored strategies cannot sync replicas inside a nested function.
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
+        return (self._train_step if self._mirrored else self._traced_train_step)(data)
+
+    @tf.autograph.experimental.do_not_convert
+    def test_step(self, data):
+        return (self._test_step if self._mirrored else self._traced_test_step)(data)
+
+    @property
+    def _mirrored(self) -> bool:
+        return isinstance(self.distribute_strategy, (tf.distribute.MirroredStrategy,
+                                                     tf.distribute.MultiWorkerMirroredStrategy))
+
+    def _train_step(self, data):
         features, labels = data
         variables = self.network.trainable_variables + self.weighting.learned_variables
         with tf.GradientTape(persistent=self.weighting.needs_task_gradients) as tape:
@@ -193,8 +211,7 @@ class MultiTaskModel(keras.Model):
         logs.update({f"{name}_weight": w for name, w in self.weighting.weights().items()})
         return logs
 
-    @tf.autograph.experimental.do_not_convert
-    def test_step(self, data):
+    def _test_step(self, data):
         features, labels = data
         outputs = self.network(features, training=False)
         self._update_metrics(labels, outputs, self.compute_task_losses(features, labels, outputs))
@@ -216,13 +233,14 @@ class WeightingCallback(keras.callbacks.Callback):
 
 
 def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
-                          item_probability: Optional[np.ndarray] = None) -> MultiTaskModel:
+                          item_probability: Optional[np.ndarray] = None, text: Optional[TextTables] = None
+                          ) -> MultiTaskModel:
     """The configured architecture and weighting, compiled with Adam. Build it inside the
     distribution strategy's scope."""
     # Built without AutoGraph: Keras would convert the call of every layer defined outside Keras
     # (ours, TFRS's), and AutoGraph recurses into tf_keras, which its allowlist does not name.
     network = tf.autograph.experimental.do_not_convert(build_model)(
-        config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks, config.model)
+        config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks, config.model, text)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)

@@ -4,8 +4,8 @@ import tf_keras as keras
 from mtrec.models.layers import ExtractionLayer, cross, feature_inputs, task_head
 
 
-def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
+def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2, text)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
     streams = [x] * (len(tasks) + 1)  # one per task, then the shared stream
     for level in range(config.levels):

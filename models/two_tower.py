@@ -22,17 +22,20 @@ def is_query_feature(name: str, query_features) -> bool:
     return any(name in (q, bucket_name(q), missing_name(q)) for q in query_features)
 
 
-def _tower(vocab_sizes, numeric, config, name):
-    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2)
+def _tower(vocab_sizes, numeric, text, config, name):
+    inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2, text)
     if config.bottom_units:
         x = MLP(config.bottom_units, config.dropout, name=f"{name}_mlp")(x)
     embedding = keras.layers.Dense(config.embedding_dim, name=f"{name}_embedding", dtype="float32")(x)
     return inputs, keras.Model(inputs, embedding, name=name)
 
 
-def build(vocab_sizes, numeric, tasks, config) -> keras.Model:
-    side = lambda query: ({k: v for k, v in vocab_sizes.items() if is_query_feature(k, config.query_features) == query},  # noqa: E731
-                          [n for n in numeric if is_query_feature(n, config.query_features) == query])
+def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
+    def side(query):
+        on_side = lambda name: is_query_feature(name, config.query_features) == query  # noqa: E731
+        return ({k: v for k, v in vocab_sizes.items() if on_side(k)}, [n for n in numeric if on_side(n)],
+                text.only([k for k in text.vectors if on_side(k)]) if text else None)
+
     query_inputs, query_tower = _tower(*side(True), config, QUERY_TOWER)
     item_inputs, item_tower = _tower(*side(False), config, ITEM_TOWER)
     query, item = query_tower(query_inputs), item_tower(item_inputs)

@@ -121,6 +121,41 @@ class FeaturesConfig:
         return self.ids + self.categorical + list(self.hashed) + self.numeric
 
 
+# Side tables that can carry text, and the id feature each table's vectors are looked up by.
+TEXT_TABLES = {"items": "item_id", "users": "user_id"}
+
+
+@dataclass
+class TextConfig:
+    """Text features: side-table text encoded by a frozen pretrained sentence encoder
+    (all-MiniLM-L6-v2 unless `encoder_path` says otherwise; see `mtrec.text`).
+
+    Args:
+      fields: {table: [field, ...]}, tables `items` and `users`: each row's fields, joined, are
+        one text; its vector is looked up by the row's id (item_id, user_id) inside the model,
+        and ids without text (or unknown) get a learned default. Empty: no text features.
+      encoder_path: a sentence-transformers BERT directory; "" is the installed all-MiniLM-L6-v2.
+      max_length: tokens per text; longer texts are cut.
+      batch_size: texts per encoder call.
+      projection_dim: each table's vectors pass a learned projection to this size before the
+        architecture shares them among tasks.
+      match: also the cosine of the user's and the item's text vectors (when both tables have
+        text; not in two-tower models, whose towers see one side each).
+    """
+
+    fields: Dict[str, List[str]] = field(default_factory=dict)
+    encoder_path: str = ""
+    max_length: int = 64
+    batch_size: int = 64
+    projection_dim: int = 16
+    match: bool = True
+
+    @property
+    def id_features(self) -> Dict[str, str]:
+        """{id feature: table} of the tables with text."""
+        return {TEXT_TABLES[table]: table for table in self.fields if table in TEXT_TABLES}
+
+
 @dataclass
 class DataConfig:
     """Where the interactions come from.
@@ -277,6 +312,7 @@ class PipelineConfig:
     tasks: List[TaskConfig] = field(default_factory=_default_tasks)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     slices: List[str] = field(default_factory=lambda: ["device", "category"])
     baselines: bool = False
     gate_against: str = "latest_blessed"
@@ -374,6 +410,17 @@ class PipelineConfig:
         _check(not overlap, "features", sorted(overlap), "labels cannot be model inputs")
         for name in self.slices:
             _check(name in self.features.names, "slices", name, "must be a feature")
+        text = self.text
+        for table, names in text.fields.items():
+            _check(table in TEXT_TABLES, "text.fields", table, f"tables with text are {sorted(TEXT_TABLES)}")
+            _check(names, f"text.fields.{table}", names, "needs at least one field")
+            _check(TEXT_TABLES[table] in self.features.names, f"text.fields.{table}", TEXT_TABLES[table],
+                   "the table's id must be a feature (features.ids)")
+        _check(not text.fields or self.data.source != "examples", "text.fields", sorted(text.fields),
+               "needs the side tables of an event log (data.source synthetic, events or movielens-100k)")
+        _check(1 <= text.max_length <= 512 and text.batch_size >= 1 and text.projection_dim >= 1, "text",
+               (text.max_length, text.batch_size, text.projection_dim),
+               "max_length must be in 1..512, batch_size and projection_dim >= 1")
 
     @property
     def label_keys(self) -> List[str]:
@@ -414,15 +461,21 @@ class PipelineConfig:
         a slice or the data location then reuses TFX's cached Transform and Trainer runs."""
         tasks = [{k: v for k, v in dataclasses.asdict(t).items() if k != "gate"} for t in self.tasks]
         return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": [],
-                           "model": dataclasses.asdict(self.model), "training": dataclasses.asdict(self.training)},
-                          sort_keys=True)
+                           "model": dataclasses.asdict(self.model), "training": dataclasses.asdict(self.training),
+                           "text": self._text_inputs()}, sort_keys=True)
+
+    def _text_inputs(self) -> dict:
+        """The text settings the model depends on (the encoder's are the TextEmbedder's)."""
+        text = self.text
+        return {"fields": text.fields, "projection_dim": text.projection_dim, "match": text.match}
 
     def transform_json(self) -> str:
         """Only what Transform reads (features and label keys): a new architecture, weighting or
         task weight then reuses the cached Transform run."""
         tasks = [{"name": t.name, "type": t.type, "label": t.label, "given": t.given, "positive": t.positive}
                  for t in self.evaluated_tasks]
-        return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": []}, sort_keys=True)
+        return json.dumps({"features": dataclasses.asdict(self.features), "tasks": tasks, "slices": [],
+                           "text": {"fields": self.text.fields}}, sort_keys=True)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

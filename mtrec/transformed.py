@@ -25,6 +25,12 @@ def presence_name(label: str) -> str:
     return f"{label}__present"
 
 
+def text_key_name(id_feature: str) -> str:
+    """The raw id (a string, `MISSING` where absent) that a table's text vectors are looked up by
+    inside the model: unlike the vocabulary index, it still tells apart ids training never saw."""
+    return f"{id_feature}__text_key"
+
+
 def weight_name(task: str) -> str:
     """A task's example weight, as the `transform_features` signature gives it to TFMA."""
     return f"{task}__weight"

@@ -2,6 +2,7 @@
 
     ingest -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> AnomalyGate (schema and config)
            -> Transform -> Trainer -> Evaluator (vs latest blessed model)
+    [TextEmbedder (side-table text -> vectors by id) -> Trainer]
                                    [-> test_evaluator (the test split, report only)]
                                    -> ServingWarmup (loads as TF Serving would, writes warm-up records)
            -> Pusher (the warmed model, if both bless it)
@@ -31,6 +32,8 @@ from mtrec.components.anomaly_gate import AnomalyGate
 from mtrec.components.csv_example_gen import CsvExampleGen
 from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.components.serving_warmup import ServingWarmup
+from mtrec.components.text_embedder import TextEmbedder
+from mtrec.components.trainer import Trainer
 from mtrec.config import PipelineConfig
 from mtrec.pipeline.evaluation import eval_config
 
@@ -39,6 +42,7 @@ RUN_FN = "mtrec.pipeline.training.run_fn"
 # The code each runs, by module: what their cache keys hash (packages hash every file under them).
 TRANSFORM_CODE = ("mtrec.pipeline.preprocessing", "mtrec.config", "mtrec.task_types", "mtrec.transformed")
 TRAINER_CODE = TRANSFORM_CODE + ("mtrec.models", "mtrec.pipeline.training", "mtrec.pipeline.datasets",
+                                 "mtrec.components.trainer", "mtrec.components.text_embedder",
                                  "mtrec.pipeline.export", "mtrec.pipeline.retrieval", "mtrec.pipeline.distribution",
                                  "mtrec.serving.signatures")
 SINGLE_TASK_TRAINER = "single_task_trainer"
@@ -142,15 +146,23 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
                        schema=schema.outputs["schema"], config=config.transform_json(), source=_source(config, paths))
     transform = transform_component(config, examples, schema.outputs["schema"])
     transform.add_upstream_node(gate)
+    extra = []
+    text = None
+    if config.text.fields:
+        text = TextEmbedder(input_base=paths.data, fields=config.text.fields, input_format=config.data.format,
+                            encoder_path=config.text.encoder_path, max_length=config.text.max_length,
+                            batch_size=config.text.batch_size, cache_dir=os.path.join(paths.root, "text_cache"),
+                            fingerprint=data_fingerprint)
+        extra.append(text)
+
     def trainer_on(custom):
-        return tfx.components.Trainer(
+        return Trainer(
             run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config=custom)
+            custom_config=custom, text_embeddings=text.outputs["embeddings"] if text else None)
 
     trainer = trainer_on(custom_config)
-    extra = []
     if config.baselines:
         single_task = trainer_on({**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
         extra.append(single_task)

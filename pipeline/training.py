@@ -1,8 +1,9 @@
 """Trainer's run_fn: trains the configured multi-task model and exports it for TF Serving and TFMA
 (signatures: `mtrec.pipeline.export`).
 
-Passed to the Trainer by import path (`mtrec.pipeline.training.run_fn`) with the training part of
-the pipeline config as `custom_config`. With `single_task: true` in custom_config (the baselines
+Passed to the Trainer (`mtrec.components.trainer`) by import path (`mtrec.pipeline.training.run_fn`)
+with the training part of the pipeline config as `custom_config`, and the TextEmbedder's vectors
+when the config has text features. With `single_task: true` in custom_config (the baselines
 Trainer) it trains one model per task instead and exports them side by side as one model, so TFMA
 compares them with the multi-task model in a single pass.
 
@@ -23,7 +24,10 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
 
-from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
+from mtrec.components.text_embedder import read_embeddings
+from mtrec.components.trainer import TEXT_EMBEDDINGS
+from mtrec.config import RETRIEVAL, TEXT_TABLES, PipelineConfig, TaskConfig
+from mtrec.models.layers import TextTables
 from mtrec.models.multitask import WeightingCallback, build_multitask_model
 from mtrec.pipeline import distribution
 from mtrec.pipeline.datasets import dataset
@@ -42,6 +46,23 @@ def vocab_sizes(config: PipelineConfig, tft_output: tft.TFTransformOutput) -> Di
     sizes.update(features.hashed)
     sizes.update({bucket_name(name): features.numeric_buckets + 1 for name in features.numeric})
     return sizes
+
+
+def text_tables(config: PipelineConfig, uri: Optional[str]) -> Optional[TextTables]:
+    """The TextEmbedder's vectors for the configured tables (None without text features)."""
+    if not config.text.fields:
+        return None
+    if not uri:
+        raise ValueError("text.fields is set but the Trainer has no text_embeddings input (the TextEmbedder's)")
+    embeddings = read_embeddings(uri)
+    vectors = {}
+    for table in config.text.fields:
+        ids, table_vectors = embeddings[table]
+        if ids:
+            vectors[TEXT_TABLES[table]] = (ids, table_vectors)
+        else:
+            logging.warning("No %s row has text in %s: no text features from it", table, config.text.fields[table])
+    return TextTables(vectors, config.text.projection_dim, config.text.match)
 
 
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:
@@ -78,13 +99,13 @@ class EpochProgress(keras.callbacks.Callback):
 
 def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
           item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
-          backup: Optional[str] = None, name: str = "") -> Tuple[keras.Model, Dict]:
+          backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None) -> Tuple[keras.Model, Dict]:
     """Fits the configured model under `strategy`, resuming from the `backup` dir if it holds an
     interrupted run's last epoch; returns the network and {epoch metrics, task weights per epoch}."""
     keras.utils.set_random_seed(config.training.seed)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = build_multitask_model(config, sizes, item_probability)
+        model = build_multitask_model(config, sizes, item_probability, text)
     weights = WeightingCallback(model.weighting)
     callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights,
                  EpochProgress(config.training.epochs, name)]
@@ -145,6 +166,7 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
                                           replicas=replicas)
     train_data, eval_data = make(fn_args.train_files, True), make(fn_args.eval_files, False)
     sizes = vocab_sizes(config, tft_output)
+    text = text_tables(config, fn_args.custom_config.get(TEXT_EMBEDDINGS))
     retrieval = [t for t in config.tasks if t.type == RETRIEVAL]
     probability = item_frequencies(train_data, sizes["item_id"]) if retrieval else None
     backup_root = distribution.backup_dir(config.training, fn_args.model_run_dir,
@@ -155,7 +177,7 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
     for name, run_config in runs.items():
         log_dir = (os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir) if chief else None
         networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability, strategy,
-                                           os.path.join(backup_root, name or "model"), name)
+                                           os.path.join(backup_root, name or "model"), name, text)
     items = item_table(train_data.concatenate(eval_data), item_features(next(iter(networks.values())))) \
         if retrieval else None
     for task in retrieval:

@@ -17,6 +17,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.types import artifact_utils
 
 from mtrec.components.data_check import load_statistics, missing_counts
+from mtrec.components.text_embedder import META_FILE as TEXT_META
 from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
 from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
@@ -203,6 +204,9 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
     summary["pushed_model"] = _custom(pushed, "pushed_destination") if _custom(pushed, "pushed", 0) else None
     summary["model_uri"] = get("Trainer", "model").uri if get("Trainer", "model") is not None else None
 
+    text = _read_json(get("TextEmbedder", "embeddings"), TEXT_META)
+    if text is not None:
+        summary["text"] = {**text, "uri": get("TextEmbedder", "embeddings").uri}
     training = _read_json(get("Trainer", "model_run"), TRAINING_LOG)
     if training is not None:
         summary["training"] = {k: training[k] for k in ("architecture", "weighting", "epochs")}

@@ -46,6 +46,17 @@ def _missing_line(summary: Dict) -> List[str]:
     return [f"Missing values in the train split: {parts}"]
 
 
+def _text_line(summary: Dict) -> List[str]:
+    text = summary.get("text")
+    if not text:
+        return []
+    tables = ", ".join(f"{name} {t['with_text']} with text" + (f" ({t['missing'] + t['not_text']} without)"
+                                                               if t["missing"] + t["not_text"] else "")
+                       for name, t in text["tables"].items())
+    return [f"Text: {tables}; {text['texts']} distinct texts, {text['texts_encoded']} encoded, "
+            f"{text['texts_from_cache']} from the cache ({text['seconds']:.0f}s)"]
+
+
 def format_summary(summary: Dict) -> str:
     """The per-task metrics table, blessing and push destination, for people."""
     lines = [f"\nExamples: {summary.get('examples')}"]
@@ -54,6 +65,7 @@ def format_summary(summary: Dict) -> str:
         lines.append(f"Input lines: {summary['input_lines']}, accepted {summary['accepted_lines']}, "
                      f"dead-lettered {dl['total']} {dl['by_reason'] or ''} -> {dl['uri']}")
     lines += _missing_line(summary)
+    lines += _text_line(summary)
     lines += [""] + _task_rows(summary)
     if summary.get("stl"):
         width = max([len("task")] + [len(name) for name in summary["stl"]]) + 2

@@ -16,19 +16,21 @@ import yaml  # noqa: E402
 
 # Tests on `small_run` share one xdist worker, so the run happens once.
 SMALL_RUN = pytest.mark.xdist_group("small_run")
+TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"]}
 
 
 class SmallRun:
-    def __init__(self, work_dir, logs, summary, blanked):
-        self.work_dir, self.logs, self.summary, self.blanked = work_dir, logs, summary, blanked
+    def __init__(self, work_dir, logs, config, summary, blanked):
+        self.work_dir, self.logs, self.config, self.summary, self.blanked = work_dir, logs, config, summary, blanked
         self.metadata = os.path.join(work_dir, "metadata.db")
 
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """`mtrec run` on 4000 impressions (3 epochs, no quality gates), trained with MirroredStrategy
+    """`mtrec run` on 4000 impressions (3 epochs, no quality gates, single-task baselines), trained with MirroredStrategy
     over 2 logical CPUs, on a log that leaves optional fields out of 6% of its lines (device,
-    page, position, category, price, region, signup day). In a process of its own: LocalDagRunner
+    page, position, category, price, region, signup day), with text features from the items' titles
+    and descriptions and the users' `about`. In a process of its own: LocalDagRunner
     runs every component in one process, and logical devices must be configured before
     TensorFlow starts there."""
     from mtrec.config import PipelineConfig
@@ -40,6 +42,8 @@ def small_run(tmp_path_factory):
     blanked = missing.blank_log_fields(str(logs), rate=0.06, seed=3)
     raw = PipelineConfig().to_dict()
     raw["training"].update(epochs=3, strategy="mirrored", logical_cpu_devices=2)
+    raw["text"]["fields"] = TEXT_FIELDS
+    raw["baselines"] = True
     for task in raw["tasks"]:
         task["gate"] = {"bound": None, "tolerance": 1e6}  # plumbing, not quality
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
@@ -49,4 +53,4 @@ def small_run(tmp_path_factory):
     with open(work / "run_summary.json") as f:
         summary = json.load(f)
     assert summary["pushed_model"], summary["failed_gates"]
-    return SmallRun(str(work), logs, summary, blanked)
+    return SmallRun(str(work), logs, str(root / "config.yaml"), summary, blanked)

@@ -2,7 +2,8 @@
 
 What a platform logs, not a ready table: `events.jsonl` holds impressions, then clicks on some,
 then likes, purchases and dwell on some clicks, unjoined and in timestamp order across several days;
-`items.jsonl` and `users.jsonl` are the side tables. Responses come from a latent user/item model
+`items.jsonl` and `users.jsonl` are the side tables, with text in plain words (item titles and
+descriptions, users' `about`) that says where each lies on the latent tastes. Responses come from a latent user/item model
 with position bias; `task_correlation` sets how much like and purchase share the click signal.
 `oracle.csv` keeps each impression's true probabilities (like and purchase given click) and
 expected dwell, so evaluation can report the best AUC any model could reach on the same examples.
@@ -29,6 +30,19 @@ CATEGORIES = ["news", "sports", "music", "movies", "games", "food", "travel", "f
               "books", "kids"]
 POSITIONS = 10
 LATENT_DIM = 4
+# Words for either end of each latent taste dimension: titles, descriptions and users' `about`
+# texts say where an item or a user lies, so a language model's vectors carry the affinity.
+POLES = [
+    (["cheerful", "upbeat", "bright", "sunny", "playful"], ["dark", "gritty", "moody", "bleak", "somber"]),
+    (["classic", "vintage", "timeless", "traditional", "retro"], ["modern", "futuristic", "innovative", "sleek", "new"]),
+    (["relaxing", "calm", "gentle", "cozy", "soothing"], ["intense", "thrilling", "fast", "wild", "explosive"]),
+    (["simple", "easy", "casual", "light", "friendly"], ["advanced", "expert", "technical", "challenging", "deep"]),
+]
+NOUNS = {"news": "report", "sports": "match recap", "music": "album", "movies": "film", "games": "game",
+         "food": "recipe", "travel": "travel guide", "fashion": "outfit", "tech": "gadget review", "home": "home decor idea",
+         "books": "novel", "kids": "kids show"}
+QUALITY = (["forgettable", "mediocre", "uneven"], ["solid", "well made", "enjoyable"],
+           ["acclaimed", "award-winning", "brilliant"])
 
 
 @dataclasses.dataclass
@@ -140,23 +154,50 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     with (gzip.open(events_path, "wt") if spec.gzip else open(events_path, "w")) as f:
         f.write("\n".join(lines[i] for i in order))
         f.write("\n")
-    words = {c: [f"{c}{k}" for k in range(20)] for c in CATEGORIES}
+    words = np.random.default_rng([spec.seed, 1])  # text draws of their own: the log stays as it was
     with open(os.path.join(out_dir, "items.jsonl"), "w") as f:
         for j in range(n_items):
             cat = CATEGORIES[category[j]]
-            title = " ".join(rng.choice(words[cat], size=3))
             f.write(json.dumps({"item_id": i_ids[j], "category": cat, "price": round(float(np.exp(log_price[j])), 2),
-                                "title": title}) + "\n")
+                                **item_text(item_vec[j], item_bias[j], cat, words)}) + "\n")
     with open(os.path.join(out_dir, "users.jsonl"), "w") as f:
         for u in range(n_users):
             f.write(json.dumps({"user_id": u_ids[u], "age_bucket": AGE_BUCKETS[age[u]], "region": REGIONS[region[u]],
-                                "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u])))}) + "\n")
+                                "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u]))),
+                                "about": user_text(user_vec[u], words)}) + "\n")
     with open(os.path.join(out_dir, "oracle.csv"), "w") as f:
         f.write("impression_id,click,like,purchase,dwell\n")
         f.writelines(f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f}\n"
                      for i in range(n))
     return {"impression": n, "click": int(click.sum()), "like": int(like.sum()),
             "purchase": int(purchase.sum()), "dwell": int(click.sum())}
+
+
+def _pole_words(vector: np.ndarray, words: np.random.Generator, count: int) -> list:
+    """Words for the `count` strongest latent dimensions of `vector`, each from its sign's pole."""
+    strongest = np.argsort(-np.abs(vector))[:count]
+    return [words.choice(POLES[d][int(vector[d] < 0)]) for d in strongest]
+
+
+def item_text(vector: np.ndarray, bias: float, category: str, words: np.random.Generator) -> dict:
+    """A title and a description in plain words: the item's latent tastes, its quality (the
+    item's bias) and its category."""
+    first, second, third = _pole_words(vector, words, 3)
+    quality = words.choice(QUALITY[int(np.digitize(bias, [-0.15, 0.15]))])
+    noun = NOUNS[category]
+    return {"title": f"{first.capitalize()} {second} {noun}",
+            "description": f"{_article(quality).capitalize()} {quality}, {first} and {third} {noun} with "
+                           f"{_article(second)} {second} feel."}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def user_text(vector: np.ndarray, words: np.random.Generator) -> str:
+    """A user's `about` text: what they like, in the same words that describe items."""
+    first, second, third = _pole_words(vector, words, 3)
+    return f"I enjoy {first}, {second} things, and anything {third}."
 
 
 def read_oracle(path: str) -> Dict[str, np.ndarray]:

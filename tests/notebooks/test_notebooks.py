@@ -1,7 +1,7 @@
 """Both notebooks execute top to bottom on small data, and the accuracy benchmark writes its table.
 
-One small benchmark run (two architectures x one weighting on 4,000 impressions, with
-single-task baselines) feeds notebook 02, as a user's `bench/accuracy.py` run would.
+The benchmark (two architectures x one weighting) on the shared small run (4,000 impressions,
+with single-task baselines) feeds notebook 02, as a user's `bench/accuracy.py` run would.
 """
 import json
 import os
@@ -11,6 +11,8 @@ import sys
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from tests.conftest import SMALL_RUN
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
@@ -42,24 +44,20 @@ def test_explore_logs_notebook_runs_on_a_small_log(tmp_path):
     assert len(images) >= 2  # label rates and task correlation
 
 
-ACCURACY_BENCH = pytest.mark.xdist_group("accuracy_bench")  # one worker runs the shared bench
-
-
 @pytest.fixture(scope="module")
-def accuracy_bench(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bench")
-    out = work / "accuracy.json"
+def accuracy_bench(small_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "accuracy.json"
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "accuracy.py"), "--out", str(out),
-                    "--work-dir", str(work / "run"), "--impressions", "4000", "--epochs", "2",
+                    "--from-run", small_run.work_dir, "--config", small_run.config,
                     "--architectures", "mmoe,esmm", "--weightings", "dwa"], check=True, cwd=ROOT)
-    return work, json.loads(out.read_text())
+    return out.parent, small_run.work_dir, json.loads(out.read_text())
 
 
-@ACCURACY_BENCH
+@SMALL_RUN
 def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
-    work, report = accuracy_bench
+    work, run, report = accuracy_bench
     assert [(r["architecture"], r["weighting"]) for r in report["results"]] == [("mmoe", "dwa"), ("esmm", "dwa")]
-    summary = json.loads((work / "run" / "run_summary.json").read_text())
+    summary = json.loads(open(os.path.join(run, "run_summary.json")).read())
     for result in report["results"]:
         for task in ("click", "like", "purchase"):
             metrics = result["tasks"][task]
@@ -68,17 +66,17 @@ def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
             # no model beats the generator's truth beyond sampling noise (~1000 eval impressions)
             assert 0.5 < metrics["auc"] < metrics["oracle_auc"] + 0.05
         assert 0 < result["tasks"]["dwell"]["rmse"] < 3 * summary["tasks"]["dwell"]["mean_label"]
-    # two epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
+    # three epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
     assert not report["goal_met"] and report["best"]["worst_gap"] > 0.01
     assert (work / "accuracy.png").stat().st_size > 10_000
     assert set(summary["stl"]) == {"click", "like", "purchase", "dwell"}
 
 
-@ACCURACY_BENCH
+@SMALL_RUN
 def test_results_notebook_plots_the_benchmark_and_the_run(accuracy_bench, tmp_path):
-    work, _ = accuracy_bench
+    work, run, _ = accuracy_bench
     notebook = _execute("02_results.ipynb", tmp_path, {"MTREC_ACCURACY_JSON": str(work / "accuracy.json"),
-                                                       "MTREC_RUN_SUMMARY": str(work / "run" / "run_summary.json")})
+                                                       "MTREC_RUN_SUMMARY": os.path.join(run, "run_summary.json")})
     text = _outputs(notebook)
     assert "goal met" in text and "negative_transfer" in text
     images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]

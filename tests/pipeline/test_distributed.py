@@ -25,8 +25,8 @@ from tests.conftest import SMALL_RUN
 from tests.serving.conftest import free_port
 
 pytestmark = SMALL_RUN
-TRAINER = "tfx.components.trainer.component.Trainer"
-EXECUTOR = "tfx.components.trainer.executor.GenericExecutor"
+TRAINER = "mtrec.components.trainer.Trainer"
+EXECUTOR = "mtrec.components.trainer.Executor"
 
 
 def recorded_trainer(metadata: str):

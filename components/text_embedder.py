@@ -1,0 +1,273 @@
+"""TextEmbedder: a TFX component that encodes the side tables' text with the MiniLM encoder.
+
+Reads `items*` and `users*` from `input_base` (the files LogExampleGen joins), takes each row's
+configured text fields (`text.fields`, e.g. items: [title, description]) joined into one text,
+and encodes every distinct text once with Beam's RunInference, batched. The `embeddings` artifact
+holds, per table, `<table>.npz` (`ids`, `vectors` [n, 384] float32: the rows that have text) and
+`embeddings.json` (encoder checksum, counts). The Trainer looks the vectors up by raw id inside
+the model, so the examples stay as small as they are.
+
+Incremental: vectors are cached under `cache_dir`, keyed by the encoder's weights checksum and the
+text's sha256, so a rerun after a catalogue update encodes only the new or changed texts.
+A row whose text fields are all missing, or hold something that is not a string, has no vector
+(the model's learned default stands in); such rows are counted, never an error. Unreadable rows are
+LogExampleGen's to dead-letter: here they are counted and skipped.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.types import artifact_utils
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from mtrec.components import events as ev
+from mtrec.components.log_example_gen import _csv_header, input_fingerprint, input_files, read_counters
+from mtrec.terminal import PROGRESS
+
+NAMESPACE = "mtrec.text"
+ID_FIELDS = {"items": "item_id", "users": "user_id"}  # the tables with text, and the id each is keyed by
+SEPARATOR = ". "  # between a row's text fields
+META_FILE = "embeddings.json"
+PROGRESS_EVERY_S = 10.0
+
+
+class TextEmbeddings(types.Artifact):
+    """Per side table, `<table>.npz` (`ids`, `vectors`) and `embeddings.json` (encoder, counts)."""
+
+    TYPE_NAME = "mtrec.TextEmbeddings"
+
+
+class TextEmbedderSpec(types.ComponentSpec):
+    PARAMETERS = {
+        "input_base": ExecutionParameter(type=str),
+        "input_format": ExecutionParameter(type=str),
+        "fields": ExecutionParameter(type=str),  # JSON: {table: [field, ...]}
+        "encoder_path": ExecutionParameter(type=str, optional=True),
+        "max_length": ExecutionParameter(type=int),
+        "batch_size": ExecutionParameter(type=int),
+        "cache_dir": ExecutionParameter(type=str, optional=True),
+        "input_fingerprint": ExecutionParameter(type=str),
+    }
+    INPUTS = {}
+    OUTPUTS = {"embeddings": ChannelParameter(type=TextEmbeddings)}
+
+
+def text_of(row: dict, fields: Sequence[str]) -> Tuple[Optional[str], str]:
+    """(the row's text, what it is): its present string fields joined, or None with why not.
+    What: `text`, `missing` (no field present) or `not_text` (a present value is not a string)."""
+    parts, kind = [], "missing"
+    for name in fields:
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if not isinstance(value, str):
+            return None, "not_text"
+        parts.append(value.strip())
+    return (SEPARATOR.join(parts), "text") if parts else (None, kind)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Rows(beam.DoFn):
+    """A side-table line -> (id, text hash, text), counted by what it holds."""
+
+    def __init__(self, table: str, input_format: str, header: Optional[List[str]], fields: Sequence[str]):
+        self.table, self.input_format, self.header, self.fields = table, input_format, header, list(fields)
+
+    def process(self, line: str):
+        try:
+            row = ev.decode_csv(line, self.header) if self.input_format == "csv" else ev.decode_json(line)
+        except ev.BadRecord:
+            Metrics.counter(NAMESPACE, f"{self.table}.unreadable").inc()
+            return
+        key = row.get(ID_FIELDS[self.table])
+        if not isinstance(key, str) or not key:
+            Metrics.counter(NAMESPACE, f"{self.table}.no_id").inc()
+            return
+        text, kind = text_of(row, self.fields)
+        Metrics.counter(NAMESPACE, f"{self.table}.{kind}").inc()
+        if text is not None:
+            yield key, text_hash(text), text
+
+
+class SentenceEncoderHandler(ModelHandler):
+    """RunInference's view of `mtrec.text.minilm.SentenceEncoder`: batches of texts -> vectors."""
+
+    def __init__(self, encoder_path: Optional[str], max_length: int, batch_size: int):
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self.encoder_path, self.max_length, self.batch_size = encoder_path, max_length, batch_size
+        self._encoded, self._started, self._reported = 0, None, 0.0
+
+    def load_model(self):
+        from mtrec.text.minilm import SentenceEncoder
+        return SentenceEncoder(self.encoder_path, self.max_length, self.batch_size)
+
+    def run_inference(self, batch: Sequence[str], model, inference_args=None) -> Iterable[np.ndarray]:
+        self._started = self._started or time.time()
+        vectors = model.encode(list(batch))
+        self._encoded += len(batch)
+        elapsed = time.time() - self._started
+        if elapsed - self._reported >= PROGRESS_EVERY_S:
+            self._reported = elapsed
+            logging.info("%sTextEmbedder: %d texts encoded (%.0f/s)", PROGRESS, self._encoded, self._encoded / elapsed)
+        return list(vectors)
+
+
+def _encode_b64(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode()
+
+
+def _decode_b64(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.float32)
+
+
+def cache_namespace(cache_dir: str, checksum: str) -> str:
+    """Where one encoder's cached vectors live: vectors of another encoder never mix in."""
+    return os.path.join(cache_dir, checksum[:16])
+
+
+def read_cache(directory: str) -> Dict[str, np.ndarray]:
+    """{text sha256: vector} from every `vectors-*.npz` under `directory` (empty if none)."""
+    cache: Dict[str, np.ndarray] = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(directory, "vectors-*.npz"))):
+        data = _read_npz(path)
+        cache.update(zip(data["hashes"].tolist(), data["vectors"]))
+    return cache
+
+
+def _write_npz(path: str, **arrays) -> None:
+    buffer = io.BytesIO()  # zip needs a seekable file; GFile (gs://, hdfs://) is written in one go
+    np.savez(buffer, **arrays)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _read_npz(path: str) -> Dict[str, np.ndarray]:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return dict(np.load(io.BytesIO(f.read())))
+
+
+def read_embeddings(uri: str) -> Dict[str, Tuple[List[str], np.ndarray]]:
+    """{table: (ids, vectors [n, d])} of a TextEmbeddings artifact."""
+    out = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(uri, "*.npz"))):
+        data = _read_npz(path)
+        out[os.path.basename(path)[:-4]] = (data["ids"].tolist(), data["vectors"])
+    return out
+
+
+def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: Dict[str, List[str]], out_uri: str,
+                 encoder_path: Optional[str] = None, max_length: int = 64, batch_size: int = 64,
+                 cache_dir: Optional[str] = None) -> Dict:
+    """Encodes the tables' texts into `out_uri` (what the executor does); returns the counts."""
+    from mtrec.text.minilm import MINILM_SHA256, check_files, default_encoder_path
+
+    checksum = check_files(encoder_path or default_encoder_path(), None if encoder_path else MINILM_SHA256)
+    cached_dir = cache_namespace(cache_dir, checksum) if cache_dir else None
+    cache = read_cache(cached_dir) if cached_dir else {}
+    scratch = os.path.join(out_uri, ".scratch")
+    started = time.time()
+    p = pipeline_factory()
+    rows = []
+    for table, names in sorted(fields.items()):
+        if table not in ID_FIELDS:
+            raise ValueError(f"TextEmbedder: text.fields names table {table!r}; tables with text: {sorted(ID_FIELDS)}")
+        pattern = input_files(input_base, table, input_format)
+        header = _csv_header(pattern) if input_format == "csv" else None
+        parsed = (p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))
+                  | f"Texts{table}" >> beam.ParDo(_Rows(table, input_format, header, names)))
+        (parsed | f"Keys{table}" >> beam.Map(lambda r: json.dumps([r[0], r[1]]))
+         | f"WriteKeys{table}" >> beam.io.WriteToText(os.path.join(scratch, f"keys-{table}"), file_name_suffix=".jsonl"))
+        rows.append(parsed)
+    known = set(cache)
+    (rows | "AllTexts" >> beam.Flatten()
+     | "ByHash" >> beam.Map(lambda r: (r[1], r[2]))
+     | "NotCached" >> beam.Filter(lambda pair, known: pair[0] not in known, known)
+     | "Distinct" >> beam.CombinePerKey(lambda texts: next(iter(texts)))
+     | "Encode" >> RunInference(KeyedModelHandler(SentenceEncoderHandler(encoder_path, max_length, batch_size)))
+     | "Serialize" >> beam.Map(lambda kv: json.dumps([kv[0], _encode_b64(kv[1])]))
+     | "WriteVectors" >> beam.io.WriteToText(os.path.join(scratch, "vectors"), file_name_suffix=".jsonl"))
+    result = p.run()
+    result.wait_until_finish()
+    counters = read_counters(result, NAMESPACE)
+
+    new = {}
+    for path in tf.io.gfile.glob(os.path.join(scratch, "vectors*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            new.update((h, _decode_b64(v)) for h, v in map(json.loads, f))
+    if cached_dir and new:
+        tf.io.gfile.makedirs(cached_dir)
+        _write_npz(os.path.join(cached_dir, f"vectors-{uuid.uuid4().hex}.npz"), hashes=np.array(sorted(new)),
+                   vectors=np.stack([new[h] for h in sorted(new)]))
+    vectors = {**cache, **new}
+    dimension = len(next(iter(vectors.values()))) if vectors else 0
+    tables, keys_by_table = {}, {}
+    for table in sorted(fields):
+        keys = {}
+        for path in tf.io.gfile.glob(os.path.join(scratch, f"keys-{table}*.jsonl")):
+            with tf.io.gfile.GFile(path) as f:
+                keys.update(map(json.loads, f))  # a duplicate id keeps one row, as the join does
+        ids, keys_by_table[table] = sorted(keys), keys
+        _write_npz(os.path.join(out_uri, f"{table}.npz"), ids=np.array(ids, dtype=str),
+                   vectors=np.stack([vectors[keys[i]] for i in ids]) if ids else np.zeros((0, dimension), np.float32))
+        tables[table] = {"fields": fields[table], "with_text": len(ids),
+                         **{kind: counters.get(f"{table}.{kind}", 0) for kind in ("missing", "not_text", "unreadable",
+                                                                                   "no_id")}}
+    tf.io.gfile.rmtree(scratch)
+    used = {h for keys in keys_by_table.values() for h in keys.values()}
+    return {"encoder_checksum": checksum, "dimension": dimension, "max_length": max_length, "tables": tables,
+            "texts": len(used), "texts_encoded": len(new), "texts_from_cache": len(used & set(cache)),
+            "seconds": round(time.time() - started, 1)}
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs `embed_tables` on Beam and records its counts on the artifact."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        embeddings = artifact_utils.get_single_instance(output_dict["embeddings"])
+        meta = embed_tables(self._make_beam_pipeline, exec_properties["input_base"], exec_properties["input_format"],
+                            json.loads(exec_properties["fields"]), embeddings.uri,
+                            exec_properties.get("encoder_path") or None, exec_properties["max_length"],
+                            exec_properties["batch_size"], exec_properties.get("cache_dir") or None)
+        with tf.io.gfile.GFile(os.path.join(embeddings.uri, META_FILE), "w") as f:
+            f.write(json.dumps(meta, indent=1))
+        logging.info("%sTextEmbedder: %d distinct texts, %d encoded, %d from the cache, in %.0fs", PROGRESS,
+                     meta["texts"], meta["texts_encoded"], meta["texts_from_cache"], meta["seconds"])
+        for name in ("texts", "texts_encoded", "texts_from_cache", "dimension"):
+            embeddings.set_int_custom_property(name, meta[name])
+        embeddings.set_string_custom_property("encoder_checksum", meta["encoder_checksum"])
+
+
+class TextEmbedder(base_beam_component.BaseBeamComponent):
+    """Encodes the side tables' text fields into vectors by id, with a cache across runs."""
+
+    SPEC_CLASS = TextEmbedderSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(self, input_base: str, fields: Dict[str, List[str]], input_format: str = "jsonl",
+                 encoder_path: str = "", max_length: int = 64, batch_size: int = 64, cache_dir: str = "",
+                 fingerprint=None):
+        """`fingerprint`: as LogExampleGen's (the input files now, or a compiled pipeline's parameter)."""
+        super().__init__(spec=TextEmbedderSpec(
+            input_base=input_base, input_format=input_format, fields=json.dumps(fields, sort_keys=True),
+            encoder_path=encoder_path or None, max_length=max_length, batch_size=batch_size,
+            cache_dir=cache_dir or None,
+            input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
+            embeddings=types.Channel(type=TextEmbeddings)))

@@ -1,0 +1,52 @@
+"""TFX's Trainer with one more optional input: the TextEmbedder's vectors.
+
+The same spec, GenericExecutor and `run_fn` contract as `tfx.components.Trainer`; the executor
+hands the `text_embeddings` artifact's URI to `run_fn` as `fn_args.custom_config["text_embeddings"]`,
+so the model can carry the catalogue's vectors (looked up by id inside the served graph).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.proto import trainer_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
+from tfx.utils import json_utils
+
+from mtrec.components.text_embedder import TextEmbeddings
+
+TEXT_EMBEDDINGS = "text_embeddings"
+
+
+class TrainerSpec(standard_component_specs.TrainerSpec):
+    INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
+              TEXT_EMBEDDINGS: ChannelParameter(type=TextEmbeddings, optional=True)}
+
+
+class Executor(trainer_executor.GenericExecutor):
+    def _GetFnArgs(self, input_dict, output_dict, exec_properties):
+        fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
+        if input_dict.get(TEXT_EMBEDDINGS):
+            fn_args.custom_config = {**(fn_args.custom_config or {}),
+                                     TEXT_EMBEDDINGS: artifact_utils.get_single_uri(input_dict[TEXT_EMBEDDINGS])}
+        return fn_args
+
+
+class Trainer(base_component.BaseComponent):
+    """`tfx.components.Trainer(run_fn=...)` plus `text_embeddings`."""
+
+    SPEC_CLASS = TrainerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, run_fn: str, examples: types.BaseChannel, transform_graph: types.BaseChannel,
+                 schema: types.BaseChannel, train_args: trainer_pb2.TrainArgs, eval_args: trainer_pb2.EvalArgs,
+                 custom_config: Dict[str, Any], text_embeddings: Optional[types.BaseChannel] = None):
+        super().__init__(spec=TrainerSpec(
+            run_fn=run_fn, examples=examples, transform_graph=transform_graph, schema=schema,
+            train_args=train_args, eval_args=eval_args, custom_config=json_utils.dumps(custom_config),
+            text_embeddings=text_embeddings,
+            model=types.Channel(type=standard_artifacts.Model),
+            model_run=types.Channel(type=standard_artifacts.ModelRun)))

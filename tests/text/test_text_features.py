@@ -1,0 +1,107 @@
+"""The TextEmbedder's Beam job (distinct texts once, a cache across runs, bad rows counted) and the
+text-vector layer the models look vectors up with."""
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow.core.protobuf import saved_model_pb2
+
+from mtrec.components.text_embedder import SEPARATOR, embed_tables, read_embeddings, text_of
+from mtrec.models.layers import TextVectors
+from mtrec.text.minilm import SentenceEncoder
+from tests.conftest import SMALL_RUN
+
+FIELDS = {"items": ["title", "description"]}
+
+
+def direct_pipeline():
+    return beam.Pipeline(options=PipelineOptions(["--direct_running_mode=in_memory"]))
+
+
+def write_items(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return SentenceEncoder()
+
+
+def test_a_row_text_is_its_present_string_fields_and_a_non_string_is_no_text():
+    assert text_of({"title": "Red tea", "description": "Strong."}, ["title", "description"]) == (
+        "Red tea" + SEPARATOR + "Strong.", "text")
+    assert text_of({"title": "Red tea", "description": "  "}, ["title", "description"]) == ("Red tea", "text")
+    assert text_of({"title": None}, ["title", "description"]) == (None, "missing")
+    assert text_of({"title": 42, "description": "x"}, ["title", "description"]) == (None, "not_text")
+
+
+def test_each_distinct_text_is_encoded_once_and_a_rerun_encodes_only_what_changed(tmp_path, encoder):
+    base, cache = tmp_path / "logs", tmp_path / "cache"
+    base.mkdir()
+    rows = [{"item_id": "a", "title": "Green tea", "description": "Organic, 100 bags."},
+            {"item_id": "b", "title": "Green tea", "description": "Organic, 100 bags."},  # same text as a
+            {"item_id": "c", "title": "Toy Story (1995)"},
+            {"item_id": "d"},  # no text: the model's default stands in
+            {"item_id": "e", "title": 7},  # not a string
+            "not json", {"title": "no id"}]
+    write_items(base / "items.jsonl", rows)
+    first = embed_tables(direct_pipeline, str(base), "jsonl", FIELDS, str(tmp_path / "run1"), cache_dir=str(cache))
+    assert (first["texts"], first["texts_encoded"], first["texts_from_cache"]) == (2, 2, 0)
+    assert first["tables"]["items"] == {"fields": FIELDS["items"], "with_text": 3, "missing": 1, "not_text": 1,
+                                        "unreadable": 1, "no_id": 1}
+    ids, vectors = read_embeddings(str(tmp_path / "run1"))["items"]
+    assert ids == ["a", "b", "c"]
+    expected = encoder.encode(["Green tea" + SEPARATOR + "Organic, 100 bags.", "Toy Story (1995)"])
+    np.testing.assert_allclose(vectors, expected[[0, 0, 1]], atol=1e-5)
+
+    rows[2] = {"item_id": "c", "title": "Toy Story 2 (1999)"}  # changed
+    rows.append({"item_id": "f", "title": "Black tea"})  # added
+    write_items(base / "items.jsonl", rows)
+    second = embed_tables(direct_pipeline, str(base), "jsonl", FIELDS, str(tmp_path / "run2"), cache_dir=str(cache))
+    assert (second["texts"], second["texts_encoded"], second["texts_from_cache"]) == (3, 2, 1)
+    ids, vectors = read_embeddings(str(tmp_path / "run2"))["items"]
+    assert ids == ["a", "b", "c", "f"]
+    np.testing.assert_allclose(vectors[[2, 3]], encoder.encode(["Toy Story 2 (1999)", "Black tea"]), atol=1e-5)
+
+
+def test_an_unknown_table_is_refused_by_name(tmp_path):
+    (tmp_path / "shops.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match="'shops'"):
+        embed_tables(direct_pipeline, str(tmp_path), "jsonl", {"shops": ["name"]}, str(tmp_path / "out"))
+
+
+def test_ids_without_a_vector_get_the_learned_default():
+    vectors = np.eye(3, 4, dtype=np.float32)
+    layer = TextVectors(["a", "b", "c"], 4, vectors)
+    layer.default.assign([9.0, 9.0, 9.0, 9.0])
+    out = layer(tf.constant([["b"], ["zzz"], ["a"], ["__missing__"]])).numpy()
+    np.testing.assert_array_equal(out, [vectors[1], [9] * 4, vectors[0], [9] * 4])
+    assert [w.name.split("/")[-1] for w in layer.trainable_weights] == ["default:0"]  # the vectors stay frozen
+
+
+@SMALL_RUN
+def test_the_pushed_model_looks_text_vectors_up_by_id_with_core_ops_only(small_run):
+    """Stock TF Serving runs the model: every op in every graph and function is a core TensorFlow
+    op (no tensorflow-text, no custom kernels), and the vectors are the TextEmbedder's."""
+    path = small_run.summary["pushed_model"]
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    ops = {node.op for graph in saved.meta_graphs
+           for node in [*graph.graph_def.node, *(n for f in graph.graph_def.library.function for n in f.node_def)]}
+    assert not sorted(op for op in ops if not hasattr(tf.raw_ops, op))
+    assert "LookupTableFindV2" in ops  # the id -> row lookup
+    text = small_run.summary["text"]
+    assert text["dimension"] == 384 and text["tables"]["items"]["with_text"] > 0
+    assert text["tables"]["users"]["with_text"] > 0
+    checkpoint = os.path.join(path, "variables", "variables")
+    tables = [tf.train.load_checkpoint(checkpoint).get_tensor(name)
+              for name, _ in tf.train.list_variables(checkpoint) if "/table/" in name]
+    embeddings = read_embeddings(text["uri"])
+    assert len(tables) == len(embeddings) == 2
+    for _, vectors in embeddings.values():  # row 0 stands for an id not in the catalogue
+        assert any(t.shape == (len(vectors) + 1, 384) and np.array_equal(t[1:], vectors) for t in tables)
