@@ -206,7 +206,7 @@ def test_batching_merges_concurrent_requests_without_changing_answers_or_sharing
         def send(i):
             with ServingClient(f"127.0.0.1:{batched.grpc_port}", MODEL) as client:
                 for _ in range(30):
-                    answers.setdefault(i, set()).add(round(float(client.predict(rows[i])["click"][0]), 5))
+                    answers.setdefault(i, []).append(float(client.predict(rows[i])["click"][0]))
                     try:  # a bad request in the same stream gets its own error only
                         client.predict_tensors({"examples": np.array([b"\x07broken"], dtype=object)})
                     except grpc.RpcError as error:
@@ -221,7 +221,8 @@ def test_batching_merges_concurrent_requests_without_changing_answers_or_sharing
     finally:
         batched.stop()
     for i, value in enumerate(expected):
-        assert answers[i] == {round(float(value), 5)}, (i, answers[i], value)
+        # the same answer whatever the batch it shared: float sums may differ in the last bits only
+        assert len(answers[i]) == 30 and max(abs(a - value) for a in answers[i]) < 1e-6, (i, answers[i], value)
     assert errors == [grpc.StatusCode.INVALID_ARGUMENT] * (30 * len(rows))
     assert merged > 0  # some requests shared a session call
 
