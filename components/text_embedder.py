@@ -37,10 +37,10 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from mtrec.components import events as ev
 from mtrec.components.log_example_gen import _csv_header, input_fingerprint, input_files, read_counters
+from mtrec.config import TEXT_TABLES  # the tables with text, and the id each is keyed by
 from mtrec.terminal import PROGRESS
 
 NAMESPACE = "mtrec.text"
-ID_FIELDS = {"items": "item_id", "users": "user_id"}  # the tables with text, and the id each is keyed by
 SEPARATOR = ". "  # between a row's text fields
 META_FILE = "embeddings.json"
 PROGRESS_EVERY_S = 10.0
@@ -97,7 +97,7 @@ class _Rows(beam.DoFn):
         except ev.BadRecord:
             Metrics.counter(NAMESPACE, f"{self.table}.unreadable").inc()
             return
-        key = row.get(ID_FIELDS[self.table])
+        key = row.get(TEXT_TABLES[self.table])
         if not isinstance(key, str) or not key:
             Metrics.counter(NAMESPACE, f"{self.table}.no_id").inc()
             return
@@ -187,8 +187,8 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
     p = pipeline_factory()
     rows = []
     for table, names in sorted(fields.items()):
-        if table not in ID_FIELDS:
-            raise ValueError(f"TextEmbedder: text.fields names table {table!r}; tables with text: {sorted(ID_FIELDS)}")
+        if table not in TEXT_TABLES:
+            raise ValueError(f"TextEmbedder: text.fields names table {table!r}; tables with text: {sorted(TEXT_TABLES)}")
         pattern = input_files(input_base, table, input_format)
         header = _csv_header(pattern) if input_format == "csv" else None
         parsed = (p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))

@@ -13,9 +13,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from mtrec.config import TEXT_TABLES
 from mtrec.transformed import text_key_name
 
-USER_ID, ITEM_ID = "user_id", "item_id"
+USER_ID, ITEM_ID = TEXT_TABLES["users"], TEXT_TABLES["items"]
 
 
 @keras.utils.register_keras_serializable(package="mtrec")
