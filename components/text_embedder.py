@@ -7,8 +7,8 @@ holds, per table, `<table>.npz` (`ids`, `vectors` [n, 384] float32: the rows tha
 `embeddings.json` (encoder checksum, counts). The Trainer looks the vectors up by raw id inside
 the model, so the examples stay as small as they are.
 
-Incremental: vectors are cached under `cache_dir`, keyed by the encoder's weights checksum and the
-text's sha256, so a rerun after a catalogue update encodes only the new or changed texts.
+Incremental: vectors are cached under `cache_dir`, keyed by the encoder's weights checksum, the
+max length and the text's sha256, so a rerun after a catalogue update encodes only the new or changed texts.
 A row whose text fields are all missing, or hold something that is not a string, has no vector
 (the model's learned default stands in); such rows are counted, never an error. Unreadable rows are
 LogExampleGen's to dead-letter: here they are counted and skipped.
@@ -138,9 +138,10 @@ def _decode_b64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), np.float32)
 
 
-def cache_namespace(cache_dir: str, checksum: str) -> str:
-    """Where one encoder's cached vectors live: vectors of another encoder never mix in."""
-    return os.path.join(cache_dir, checksum[:16])
+def cache_namespace(cache_dir: str, checksum: str, max_length: int) -> str:
+    """Where one encoder's cached vectors at one max length live: vectors of another encoder, or
+    of texts cut at another length, never mix in."""
+    return os.path.join(cache_dir, f"{checksum[:16]}-{max_length}")
 
 
 def read_cache(directory: str) -> Dict[str, np.ndarray]:
@@ -180,7 +181,7 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
     from mtrec.text.minilm import MINILM_SHA256, check_files, default_encoder_path
 
     checksum = check_files(encoder_path or default_encoder_path(), None if encoder_path else MINILM_SHA256)
-    cached_dir = cache_namespace(cache_dir, checksum) if cache_dir else None
+    cached_dir = cache_namespace(cache_dir, checksum, max_length) if cache_dir else None
     cache = read_cache(cached_dir) if cached_dir else {}
     scratch = os.path.join(out_uri, ".scratch")
     started = time.time()
@@ -223,7 +224,7 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
         keys = {}
         for path in tf.io.gfile.glob(os.path.join(scratch, f"keys-{table}*.jsonl")):
             with tf.io.gfile.GFile(path) as f:
-                keys.update(map(json.loads, f))  # a duplicate id keeps one row, as the join does
+                keys.update(map(json.loads, f))  # a duplicate id keeps one row (LogExampleGen dead-letters the rest)
         ids, keys_by_table[table] = sorted(keys), keys
         _write_npz(os.path.join(out_uri, f"{table}.npz"), ids=np.array(ids, dtype=str),
                    vectors=np.stack([vectors[keys[i]] for i in ids]) if ids else np.zeros((0, dimension), np.float32))
