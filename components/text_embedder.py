@@ -36,7 +36,7 @@ from tfx.types import artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from mtrec.components import events as ev
-from mtrec.components.log_example_gen import _csv_header, input_fingerprint, input_files, read_counters
+from mtrec.components.log_example_gen import _csv_header, _Decode, input_fingerprint, input_files, read_counters
 from mtrec.config import TEXT_TABLES  # the tables with text, and the id each is keyed by
 from mtrec.terminal import PROGRESS
 
@@ -70,7 +70,7 @@ class TextEmbedderSpec(types.ComponentSpec):
 def text_of(row: dict, fields: Sequence[str]) -> Tuple[Optional[str], str]:
     """(the row's text, what it is): its present string fields joined, or None with why not.
     What: `text`, `missing` (no field present) or `not_text` (a present value is not a string)."""
-    parts, kind = [], "missing"
+    parts = []
     for name in fields:
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -78,7 +78,7 @@ def text_of(row: dict, fields: Sequence[str]) -> Tuple[Optional[str], str]:
         if not isinstance(value, str):
             return None, "not_text"
         parts.append(value.strip())
-    return (SEPARATOR.join(parts), "text") if parts else (None, kind)
+    return (SEPARATOR.join(parts), "text") if parts else (None, "missing")
 
 
 def text_hash(text: str) -> str:
@@ -88,12 +88,12 @@ def text_hash(text: str) -> str:
 class _Rows(beam.DoFn):
     """A side-table line -> (id, text hash, text), counted by what it holds."""
 
-    def __init__(self, table: str, input_format: str, header: Optional[List[str]], fields: Sequence[str]):
-        self.table, self.input_format, self.header, self.fields = table, input_format, header, list(fields)
+    def __init__(self, table: str, decode: _Decode, fields: Sequence[str]):
+        self.table, self.decode, self.fields = table, decode, list(fields)
 
     def process(self, line: str):
         try:
-            row = ev.decode_csv(line, self.header) if self.input_format == "csv" else ev.decode_json(line)
+            row = self.decode(line)
         except ev.BadRecord:
             Metrics.counter(NAMESPACE, f"{self.table}.unreadable").inc()
             return
@@ -193,7 +193,7 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
         pattern = input_files(input_base, table, input_format)
         header = _csv_header(pattern) if input_format == "csv" else None
         parsed = (p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))
-                  | f"Texts{table}" >> beam.ParDo(_Rows(table, input_format, header, names)))
+                  | f"Texts{table}" >> beam.ParDo(_Rows(table, _Decode(input_format, header), names)))
         (parsed | f"Keys{table}" >> beam.Map(lambda r: json.dumps([r[0], r[1]]))
          | f"WriteKeys{table}" >> beam.io.WriteToText(os.path.join(scratch, f"keys-{table}"), file_name_suffix=".jsonl"))
         rows.append(parsed)
