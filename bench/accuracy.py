@@ -152,7 +152,8 @@ def main(argv=None) -> int:
 
     worst_gap = lambda r: max(m["gap"] for m in r["tasks"].values() if "gap" in m)  # noqa: E731
     best = min(results, key=worst_gap)
-    report = {"impressions": None if args.logs else base.data.impressions, "oracle_auc": oracle, "results": results,
+    # one example per impression: also right for --logs and --from-run, whose config may not say
+    report = {"impressions": sum(summary["examples"].values()), "oracle_auc": oracle, "results": results,
               "best": {"architecture": best["architecture"], "weighting": best["weighting"],
                        "worst_gap": worst_gap(best)},
               "goal": "best configuration within 0.01 AUC of the oracle on every binary task",
