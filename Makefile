@@ -2,7 +2,7 @@
 VENV := .venv
 WORK_DIR ?= work
 # Tests run on this many pytest-xdist workers; tests sharing a pipeline run share a worker
-# (xdist_group marks), the rest spread out.
+# (xdist_group marks), the rest spread out, in the order tests/conftest.py sorts them.
 TEST_WORKERS ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
@@ -12,7 +12,7 @@ setup:
 	bash tools/setup_venv.sh
 
 test:
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 run:
 	$(VENV)/bin/mtrec run --work-dir $(WORK_DIR)

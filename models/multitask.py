@@ -144,8 +144,6 @@ class MultiTaskModel(keras.Model):
         self.distribute_reduction_method = "first"
         self.network, self.tasks, self.objectives, self.weighting = network, list(tasks), objectives, weighting
         self.shared = shared_variables(network) if weighting.needs_task_gradients else []
-        self._traced_train_step = tf.function(self._train_step, autograph=False, reduce_retracing=True)
-        self._traced_test_step = tf.function(self._test_step, autograph=False, reduce_retracing=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_losses = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {}
@@ -174,26 +172,44 @@ class MultiTaskModel(keras.Model):
                 self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name],
                                                        sample_weight=example_weight(t, labels))
 
+    # Keras runs `steps_per_execution` steps per call in a loop that AutoGraph traces twice (once
+    # to learn what the loop carries), and the step's trace is most of a short fit's cost. The loop
+    # calls Keras's one-step tf.function instead, so its second call reuses the first trace (under
+    # MirroredStrategy too, where the step is traced once per replica).
+    def make_train_function(self, force=False):
+        return self._loop_of(super().make_train_function, "train_function", force)
+
+    def make_test_function(self, force=False):
+        return self._loop_of(super().make_test_function, "test_function", force)
+
+    def _loop_of(self, make_one_step, name: str, force: bool):
+        if getattr(self, name) is not None and not force:
+            return getattr(self, name)
+        steps = self._steps_per_execution
+        if (steps is None or int(steps.numpy()) == 1 or self.run_eagerly or self._cluster_coordinator
+                or self.autotune_steps_per_execution):
+            return make_one_step(force)
+        many = int(steps.numpy())
+        steps.assign(1)
+        try:
+            one_step = make_one_step(True)
+        finally:
+            steps.assign(many)
+
+        @tf.function(reduce_retracing=True)
+        def loop(iterator):
+            for _ in tf.range(steps):
+                outputs = one_step(iterator)
+            return outputs
+
+        setattr(self, name, loop)
+        return loop
+
     # The steps are traced without AutoGraph: they have no Python control flow on tensors, and
     # AutoGraph would convert every layer's call. Code that needs it (TFRS's Retrieval) is
-    # converted where it is called. On one replica they are also tf.functions of their own:
-    # Keras's loop over `steps_per_execution` calls a step twice while tracing (once to learn what
-    # the loop carries), and the step's trace is most of a short fit's cost; the second call then
-    # reuses the first trace. Mirrored strategies cannot sync replicas inside a nested function.
+    # converted where it is called.
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
-        return (self._train_step if self._mirrored else self._traced_train_step)(data)
-
-    @tf.autograph.experimental.do_not_convert
-    def test_step(self, data):
-        return (self._test_step if self._mirrored else self._traced_test_step)(data)
-
-    @property
-    def _mirrored(self) -> bool:
-        return isinstance(self.distribute_strategy, (tf.distribute.MirroredStrategy,
-                                                     tf.distribute.MultiWorkerMirroredStrategy))
-
-    def _train_step(self, data):
         features, labels = data
         variables = self.network.trainable_variables + self.weighting.learned_variables
         with tf.GradientTape(persistent=self.weighting.needs_task_gradients) as tape:
@@ -211,7 +227,8 @@ class MultiTaskModel(keras.Model):
         logs.update({f"{name}_weight": w for name, w in self.weighting.weights().items()})
         return logs
 
-    def _test_step(self, data):
+    @tf.autograph.experimental.do_not_convert
+    def test_step(self, data):
         features, labels = data
         outputs = self.network(features, training=False)
         self._update_metrics(labels, outputs, self.compute_task_losses(features, labels, outputs))

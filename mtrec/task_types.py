@@ -62,6 +62,7 @@ TASK_TYPES = {
         report_names=("auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")),
     REGRESSION: TaskType(
         activation=None, default_loss="huber", keras_metric="RootMeanSquaredError", short="rmse",
+        # mtrec's native TFMA RootMeanSquaredError (`mtrec.pipeline.evaluation.OWN_METRICS`), not Keras's
         gate_class="RootMeanSquaredError", gate_metric="root_mean_squared_error", higher_is_better=False,
         report_classes=("MeanAbsoluteError", "MeanLabel", "MeanPrediction"),
         report_names=("mean_absolute_error", "mean_label", "mean_prediction")),

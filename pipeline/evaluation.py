@@ -1,7 +1,8 @@
 """The TFMA EvalConfig, generated from the task list: per-task metrics, slices and release gates.
 
 What each task type reports and is gated on comes from `mtrec.task_types` (binary: AUC, PR-AUC,
-log loss, calibration, gated on AUC; regression: RMSE, MAE, gated on RMSE). Each gate has an
+log loss, calibration, gated on AUC; regression: RMSE, MAE, gated on RMSE), every one a native
+TFMA metric (RMSE is ours: `mtrec.pipeline.tfma_metrics`). Each gate has an
 absolute bound and a change threshold against the baseline model (the latest blessed one, or the
 single-task models with `gate_against: single_task`), so no task may fall behind it beyond its
 tolerance.
@@ -22,8 +23,17 @@ import sys
 import tensorflow_model_analysis as tfma
 
 from mtrec.config import PipelineConfig, TaskConfig
+from mtrec.pipeline import tfma_metrics
 from mtrec.serving.signatures import EVALUATE, TRANSFORM_FEATURES
 from mtrec.transformed import weight_name
+
+
+# Classes of metrics mtrec defines where TFMA would wrap a Keras metric: {class name: module}.
+OWN_METRICS = {"RootMeanSquaredError": tfma_metrics.__name__}
+
+
+def _metric(class_name: str, **kwargs) -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name=class_name, module=OWN_METRICS.get(class_name, ""), **kwargs)
 
 
 def _gate(task: TaskConfig, gated: bool = True) -> tfma.MetricThreshold:
@@ -50,9 +60,9 @@ def output_names(config: PipelineConfig) -> dict:
 def _metrics(task: TaskConfig, output_name: str, gated: bool) -> tfma.MetricsSpec:
     kind = task.kind
     overall_only = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_gate(task, gated))
-    metrics = [tfma.MetricConfig(class_name=kind.gate_class, per_slice_thresholds=[overall_only])]
-    metrics += [tfma.MetricConfig(class_name=name) for name in kind.report_classes]
-    metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
+    metrics = [_metric(kind.gate_class, per_slice_thresholds=[overall_only])]
+    metrics += [_metric(name) for name in kind.report_classes]
+    metrics.append(_metric("ExampleCount"))
     return tfma.MetricsSpec(output_names=[output_name] if output_name else [], metrics=metrics)
 
 

@@ -8,9 +8,10 @@
            -> Pusher (the warmed model, if both bless it)
 
 With `baselines`, a second Trainer (`single_task_trainer`) fits one model per task on the same
-transformed splits, and an Evaluator compares the multi-task model with it task by task: the
-release Evaluator itself when `gate_against: single_task`, else a report-only
-`single_task_evaluator` beside it.
+transformed splits. With `gate_against: single_task` the release Evaluator compares the multi-task
+model with them task by task; else a report-only `single_task_evaluator` measures them alone (the
+same metrics and slices, so the summary compares them with the release Evaluator's candidate,
+without TFMA running the multi-task model a second time).
 
 The same components feed LocalDagRunner here and KubeflowV2DagRunner (`mtrec.kubeflow.pipelines`).
 """
@@ -176,9 +177,9 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
         baseline_model = baseline.outputs["model"]
         extra.append(baseline)
         if config.baselines:
-            extra.append(tfx.components.Evaluator(
-                examples=examples, model=trainer.outputs["model"], baseline_model=single_task.outputs["model"],
-                eval_config=eval_config(config, gated=False)).with_id(SINGLE_TASK_EVALUATOR))
+            extra.append(tfx.components.Evaluator(examples=examples, model=single_task.outputs["model"],
+                                                  eval_config=eval_config(config, gated=False))
+                         .with_id(SINGLE_TASK_EVALUATOR))
     evaluator = tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
                                          baseline_model=baseline_model, eval_config=eval_config(config))
     if config.has_test_split:  # reported, never gated: the release gate stays on eval

@@ -5,7 +5,7 @@ Passed to the Trainer (`mtrec.components.trainer`) by import path (`mtrec.pipeli
 with the training part of the pipeline config as `custom_config`, and the TextEmbedder's vectors
 when the config has text features. With `single_task: true` in custom_config (the baselines
 Trainer) it trains one model per task instead and exports them side by side as one model, so TFMA
-compares them with the multi-task model in a single pass.
+measures them all in a single pass.
 
 Beside the model, `model_run` holds TensorBoard logs, `training.json` (per-epoch metrics and task
 weights) and, for retrieval tasks, `retrieval.json` (top-K accuracy over every item).

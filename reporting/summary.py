@@ -214,8 +214,10 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
     for task, metrics in (_read_json(get("Trainer", "model_run"), RETRIEVAL_LOG) or {}).items():
         summary["tasks"][task] = metrics
     if config.baselines:
-        compared = get(SINGLE_TASK_EVALUATOR, "evaluation") or evaluation
-        baselines = _overall_metrics(compared.uri, config, model="baseline") if compared is not None else {}
+        # Measured alone by the single_task_evaluator, or as the release Evaluator's baseline.
+        alone = get(SINGLE_TASK_EVALUATOR, "evaluation")
+        compared, model = (alone, "candidate") if alone is not None else (evaluation, "baseline")
+        baselines = _overall_metrics(compared.uri, config, model=model) if compared is not None else {}
         baselines.update(_read_json(get(SINGLE_TASK_TRAINER, "model_run"), RETRIEVAL_LOG) or {})
         summary["stl"] = single_task_table(summary["tasks"], baselines, config)
     retrieval = next((t.name for t in config.tasks if t.type == RETRIEVAL), None)

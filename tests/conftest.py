@@ -16,6 +16,20 @@ import yaml  # noqa: E402
 
 # Tests on `small_run` share one xdist worker, so the run happens once.
 SMALL_RUN = pytest.mark.xdist_group("small_run")
+# xdist groups by their measured time, longest first. Workers take work in collection order (the
+# Makefile turns xdist's reordering by test count off): a long group taken last would keep one
+# worker busy alone at the end, while the ungrouped tests fill in around the long ones.
+LONGEST_FIRST = ("movielens", "small_run", "e2e", "missing_table", "table_run", "mirrored_check")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+
+    def group(item):
+        marker = item.get_closest_marker("xdist_group")
+        return marker.args[0] if marker and marker.args else None
+
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order within a group
 TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"]}
 
 

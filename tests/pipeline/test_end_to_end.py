@@ -20,6 +20,7 @@ from mtrec.components.anomaly_gate import DataAnomalyError
 from mtrec.config import DataConfig, PipelineConfig
 from mtrec.data import malformed, synthetic
 from mtrec.pipeline import runner
+from tests.conftest import SMALL_RUN
 
 IMPRESSIONS = 150_000
 MALFORMED = 35
@@ -50,9 +51,9 @@ def work_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_run(logs, work_dir):
     path, _, _ = logs
-    # One slice: every slice is a further pass of TFMA's per-example metrics over the eval split,
-    # and per-slice results are read the same way whatever the feature.
-    return runner.run(_config(path, slices=["device"]), str(work_dir), data_dir=str(path), progress=lambda line: None)
+    # No slices: each is a further pass of TFMA's per-example metrics over the 37k eval examples;
+    # the small run measures per-slice results (test_each_task_is_measured_per_slice_value).
+    return runner.run(_config(path, slices=[]), str(work_dir), data_dir=str(path), progress=lambda line: None)
 
 
 @SHARED_RUN
@@ -114,7 +115,7 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     assert set(written["tasks"]) == {"click", "like", "purchase", "dwell"}
     assert {"auc", "auc_precision_recall", "binary_crossentropy", "calibration", "oracle_auc"} <= set(written["tasks"]["click"])
     assert {"root_mean_squared_error", "mean_absolute_error"} <= set(written["tasks"]["dwell"])
-    assert {"device=mobile", "device=desktop", "device=tablet"} <= set(written["tasks"]["click"]["slices"])
+    assert written["tasks"]["click"]["slices"] == {}  # none configured
     assert written["plot"].endswith(".png") and os.path.getsize(written["plot"]) > 10_000
 
 
@@ -164,6 +165,18 @@ def test_schema_violation_stops_the_run_before_transform(tmp_path):
         runner.run(_config(logs), str(tmp_path / "work"), data_dir=str(logs), progress=lambda line: None)
     assert not os.path.exists(tmp_path / "work" / "pipeline" / "Transform")
     assert not os.path.exists(tmp_path / "work" / "pipeline" / "Trainer")
+
+
+@SMALL_RUN
+def test_each_task_is_measured_per_slice_value(small_run):
+    """The default slices (device, category): each task's gated metric for every value seen in eval."""
+    tasks = small_run.summary["tasks"]
+    assert {"device=mobile", "device=desktop", "device=tablet"} <= set(tasks["click"]["slices"])
+    assert any(name.startswith("category=") for name in tasks["click"]["slices"])
+    for task in ("click", "like", "purchase"):
+        assert tasks[task]["slices"].keys() == tasks["click"]["slices"].keys()
+        assert all(0 <= auc <= 1 for auc in tasks[task]["slices"].values()), tasks[task]["slices"]
+    assert all(rmse > 0 for rmse in tasks["dwell"]["slices"].values())
 
 
 PENGUINS = os.path.join(os.path.dirname(palmerpenguins.__file__), "data", "penguins.csv")
