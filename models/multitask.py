@@ -144,6 +144,10 @@ class MultiTaskModel(keras.Model):
         self.distribute_reduction_method = "first"
         self.network, self.tasks, self.objectives, self.weighting = network, list(tasks), objectives, weighting
         self.shared = shared_variables(network) if weighting.needs_task_gradients else []
+        # The config's task weights, for the reported loss: a variable, so `retask` can change them.
+        self.reported_weights = tf.Variable([float(t.weight) for t in self.tasks], trainable=False,
+                                            name="reported_weights",
+                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_losses = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {}
@@ -165,12 +169,27 @@ class MultiTaskModel(keras.Model):
         # Task losses are this replica's share of the global-batch mean; times the replicas, each
         # is its own batch's mean, and the metrics' mean over replicas is the global one.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        self.loss_tracker.update_state(replicas * tf.add_n([t.weight * losses[t.name] for t in self.tasks]))
+        self.loss_tracker.update_state(
+            replicas * tf.add_n([self.reported_weights[i] * losses[t.name] for i, t in enumerate(self.tasks)]))
         for t in self.tasks:
             self.task_losses[t.name].update_state(replicas * losses[t.name])
             if t.name in self.task_metrics:
                 self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name],
                                                        sample_weight=example_weight(t, labels))
+
+    def retask(self, tasks: Sequence[TaskConfig], network_weights: List[np.ndarray]) -> None:
+        """Back to `network_weights` and a fresh optimizer, to train with `tasks`' weights (the same
+        tasks, weighted otherwise): the single-task baselines share one model and its traced steps.
+        Fixed weighting only (a learned scheme's state would carry over)."""
+        if type(self.weighting) is not Weighting or [t.name for t in tasks] != [t.name for t in self.tasks]:
+            raise ValueError("retask needs fixed weighting and the same tasks")
+        self.tasks = list(tasks)
+        weights = [float(t.weight) for t in tasks]
+        self.weighting.task_weights.assign(weights)
+        self.reported_weights.assign(weights)
+        self.network.set_weights(network_weights)
+        for variable in self.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
 
     # Keras runs `steps_per_execution` steps per call in a loop that AutoGraph traces twice (once
     # to learn what the loop carries), and the step's trace is most of a short fit's cost. The loop
@@ -249,15 +268,21 @@ class WeightingCallback(keras.callbacks.Callback):
         self.weighting.on_epoch_end(epoch, {name: logs[f"{name}_loss"] for name in self.weighting.task_names})
 
 
+def build_network(config: PipelineConfig, vocab_sizes: Dict[str, int], text: Optional[TextTables] = None
+                  ) -> keras.Model:
+    """The configured architecture's functional network (what is exported)."""
+    # Built without AutoGraph: Keras would convert the call of every layer defined outside Keras
+    # (ours, TFRS's), and AutoGraph recurses into tf_keras, which its allowlist does not name.
+    return tf.autograph.experimental.do_not_convert(build_model)(
+        config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks, config.model, text)
+
+
 def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
                           item_probability: Optional[np.ndarray] = None, text: Optional[TextTables] = None
                           ) -> MultiTaskModel:
     """The configured architecture and weighting, compiled with Adam. Build it inside the
     distribution strategy's scope."""
-    # Built without AutoGraph: Keras would convert the call of every layer defined outside Keras
-    # (ours, TFRS's), and AutoGraph recurses into tf_keras, which its allowlist does not name.
-    network = tf.autograph.experimental.do_not_convert(build_model)(
-        config.model.architecture, vocab_sizes, dense_inputs(config.features), config.tasks, config.model, text)
+    network = build_network(config, vocab_sizes, text)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +28,7 @@ from mtrec.components.text_embedder import read_embeddings
 from mtrec.components.trainer import TEXT_EMBEDDINGS
 from mtrec.config import RETRIEVAL, TEXT_TABLES, PipelineConfig, TaskConfig
 from mtrec.models.layers import TextTables
-from mtrec.models.multitask import WeightingCallback, build_multitask_model
+from mtrec.models.multitask import MultiTaskModel, WeightingCallback, build_multitask_model, build_network
 from mtrec.pipeline import distribution
 from mtrec.pipeline.datasets import dataset
 from mtrec.pipeline.export import export_serving_model, side_by_side
@@ -97,15 +97,17 @@ class EpochProgress(keras.callbacks.Callback):
                      time.time() - self.started)
 
 
-def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
-          item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
-          backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None) -> Tuple[keras.Model, Dict]:
-    """Fits the configured model under `strategy`, resuming from the `backup` dir if it holds an
-    interrupted run's last epoch; returns the network and {epoch metrics, task weights per epoch}."""
+def build(config: PipelineConfig, sizes: Dict[str, int], strategy: tf.distribute.Strategy,
+          item_probability: Optional[np.ndarray] = None, text: Optional[TextTables] = None) -> MultiTaskModel:
     keras.utils.set_random_seed(config.training.seed)
-    strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = build_multitask_model(config, sizes, item_probability, text)
+        return build_multitask_model(config, sizes, item_probability, text)
+
+
+def fit(model: MultiTaskModel, config: PipelineConfig, train_data, eval_data, log_dir: Optional[str],
+        strategy: tf.distribute.Strategy, backup: Optional[str] = None, name: str = "") -> Dict:
+    """Fits `model` under `strategy`, resuming from the `backup` dir if it holds an interrupted
+    run's last epoch; returns {epoch metrics, task weights per epoch}."""
     weights = WeightingCallback(model.weighting)
     callbacks = [keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True), weights,
                  EpochProgress(config.training.epochs, name)]
@@ -117,19 +119,54 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     logging.info("Training %s (%s weighting) on tasks %s with %s, %d replica(s), global batch %d",
-                 config.model.architecture, config.model.weighting, [t.name for t in config.tasks],
+                 config.model.architecture, config.model.weighting,
+                 [t.name for t in config.tasks if t.weight or config.model.weighting != "fixed"],
                  type(strategy).__name__, strategy.num_replicas_in_sync,
                  config.training.batch_size * strategy.num_replicas_in_sync)
     history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=0,
                         callbacks=callbacks)
     final = model.evaluate(eval_data, verbose=0, return_dict=True)  # the restored best weights
-    return model.network, {"architecture": config.model.architecture, "weighting": config.model.weighting,
-                           "strategy": config.training.strategy, "replicas": strategy.num_replicas_in_sync,
-                           "mixed_precision": config.training.mixed_precision or "float32",
-                           "epochs": len(history.epoch), "first_epoch": history.epoch[0] if history.epoch else None,
-                           "task_weights": weights.history,
-                           "eval": {k: float(v) for k, v in final.items()},
-                           "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
+    return {"architecture": config.model.architecture, "weighting": config.model.weighting,
+            "strategy": config.training.strategy, "replicas": strategy.num_replicas_in_sync,
+            "mixed_precision": config.training.mixed_precision or "float32",
+            "epochs": len(history.epoch), "first_epoch": history.epoch[0] if history.epoch else None,
+            "task_weights": weights.history,
+            "eval": {k: float(v) for k, v in final.items()},
+            "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
+
+
+def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
+          item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
+          backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None) -> Tuple[keras.Model, Dict]:
+    """Builds and fits the configured model; returns the network and its training log (`fit`)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    model = build(config, sizes, strategy, item_probability, text)
+    return model.network, fit(model, config, train_data, eval_data, log_dir, strategy, backup, name)
+
+
+def train_single_task(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int],
+                      log_dir: Callable[[str], Optional[str]], item_probability: Optional[np.ndarray],
+                      strategy: tf.distribute.Strategy, backup: Callable[[str], str],
+                      text: Optional[TextTables] = None) -> Tuple[Dict[str, keras.Model], Dict[str, Dict]]:
+    """One baseline per task (`single_task_config`), as if each were built and trained alone.
+
+    They differ only in their task weights, so one model is built and its steps traced once; for
+    each task it restarts from the same initial weights (those every baseline built alone would
+    have, from the same seed) with a fresh optimizer. Returns {task: network}, {task: training log};
+    `log_dir` and `backup` name each task's directories."""
+    configs = {t.name: single_task_config(config, t) for t in config.tasks}
+    first = next(iter(configs.values()))
+    model = build(first, sizes, strategy, item_probability, text)
+    initial = model.network.get_weights()
+    networks, logs = {}, {}
+    for name, task_config in configs.items():
+        keras.utils.set_random_seed(config.training.seed)
+        model.retask(task_config.tasks, initial)
+        logs[name] = fit(model, task_config, train_data, eval_data, log_dir(name), strategy, backup(name), name)
+        with strategy.scope():
+            networks[name] = build_network(first, sizes, text)
+        networks[name].set_weights(model.network.get_weights())
+    return networks, logs
 
 
 def _write_json(directory: str, name: str, value) -> None:
@@ -172,12 +209,17 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
     backup_root = distribution.backup_dir(config.training, fn_args.model_run_dir,
                                           json.dumps([fn_args.custom_config, sorted(fn_args.train_files)], sort_keys=True))
 
-    runs = ({t.name: single_task_config(config, t) for t in config.tasks} if single_task else {"": config})
-    networks, logs, retrieval_logs = {}, {}, {}
-    for name, run_config in runs.items():
-        log_dir = (os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir) if chief else None
-        networks[name], logs[name] = train(run_config, train_data, eval_data, sizes, log_dir, probability, strategy,
-                                           os.path.join(backup_root, name or "model"), name, text)
+    log_dir = lambda name: (os.path.join(fn_args.model_run_dir, name) if name else fn_args.model_run_dir) \
+        if chief else None  # noqa: E731
+    backup = lambda name: os.path.join(backup_root, name or "model")  # noqa: E731
+    if single_task:
+        networks, logs = train_single_task(config, train_data, eval_data, sizes, log_dir, probability, strategy,
+                                           backup, text)
+    else:
+        network, log = train(config, train_data, eval_data, sizes, log_dir(""), probability, strategy, backup(""),
+                             text=text)
+        networks, logs = {"": network}, {"": log}
+    retrieval_logs = {}
     items = item_table(train_data.concatenate(eval_data), item_features(next(iter(networks.values())))) \
         if retrieval else None
     for task in retrieval:
