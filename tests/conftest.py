@@ -41,8 +41,8 @@ class SmallRun:
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """`mtrec run` on 4000 impressions (3 epochs, no quality gates, single-task baselines), trained with MirroredStrategy
-    over 2 logical CPUs, on a log that leaves optional fields out of 6% of its lines (device,
+    """`mtrec run` on 4000 impressions (3 epochs at batch 512, no quality gates, single-task baselines), trained on
+    one device (tests/pipeline/test_distributed.py retrains it under Mirrored and MultiWorkerMirrored), on a log that leaves optional fields out of 6% of its lines (device,
     page, position, category, price, region, signup day), with text features from the items' titles
     and descriptions and the users' `about`. In a process of its own: LocalDagRunner
     runs every component in one process, and logical devices must be configured before
@@ -55,7 +55,7 @@ def small_run(tmp_path_factory):
     synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=4000, days=4, seed=3))
     blanked = missing.blank_log_fields(str(logs), rate=0.06, seed=3)
     raw = PipelineConfig().to_dict()
-    raw["training"].update(epochs=3, strategy="mirrored", logical_cpu_devices=2)
+    raw["training"].update(epochs=3, strategy="one_device", batch_size=512)
     raw["text"]["fields"] = TEXT_FIELDS
     raw["baselines"] = True
     for task in raw["tasks"]:

@@ -97,14 +97,14 @@ def trainer(small_run):
 
 
 def test_mirrored_on_two_logical_cpus_trains_as_well_as_one_device(trainer, tmp_path):
-    inputs, properties, mirrored = trainer
-    assert (mirrored["strategy"], mirrored["replicas"]) == ("mirrored", 2)
-    # One device on the same global batch (2 replicas x 256) and the same data order.
-    process = start_trainer(inputs, with_training(properties, strategy="one_device", logical_cpu_devices=0,
-                                                  batch_size=512), tmp_path)
-    finish([process])
-    single = training_log(tmp_path)
+    inputs, properties, single = trainer
     assert (single["strategy"], single["replicas"]) == ("one_device", 1)
+    # The same global batch (2 replicas x 256 against 512 on one device) and the same data order.
+    process = start_trainer(inputs, with_training(properties, strategy="mirrored", logical_cpu_devices=2,
+                                                  batch_size=256), tmp_path)
+    finish([process])
+    mirrored = training_log(tmp_path)
+    assert (mirrored["strategy"], mirrored["replicas"]) == ("mirrored", 2)
     assert single["epochs"] == mirrored["epochs"] == 3
     for metric in ("click_auc", "like_auc", "purchase_auc", "loss"):
         assert abs(single["eval"][metric] - mirrored["eval"][metric]) < 2e-3, metric
