@@ -44,7 +44,8 @@ def test_saved_model_round_trip_gives_the_same_outputs(architecture, tmp_path):
     model = build_model(architecture, VOCABS, NUMERIC, TASKS, _config(architecture))
     batch = _batch()
     expected = model(batch)
-    model.save(str(tmp_path / "model"), save_format="tf")
+    # As the Trainer exports (without traced call functions): Keras rebuilds it from the layers' configs.
+    model.save(str(tmp_path / "model"), save_format="tf", save_traces=False)
     reloaded = keras.models.load_model(str(tmp_path / "model"))
     for name, value in reloaded(batch).items():
         np.testing.assert_allclose(value.numpy(), expected[name].numpy(), rtol=1e-6)

@@ -36,6 +36,9 @@ ROWS = [
 ]
 
 
+pytestmark = pytest.mark.xdist_group("transform_and_export")  # one worker: the module's Transform runs once
+
+
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
     """(the rows through the written Transform graph, its TFTransformOutput)."""

@@ -14,7 +14,8 @@ from mtrec.text.embed import dead_letter_path
 from mtrec.text.wordpiece import WordPieceTokenizer
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "text", "minilm_reference.json")
-pytestmark = pytest.mark.skipif(not os.path.exists(REFERENCE), reason=f"no reference embeddings at {REFERENCE}")
+pytestmark = [pytest.mark.skipif(not os.path.exists(REFERENCE), reason=f"no reference embeddings at {REFERENCE}"),
+              pytest.mark.xdist_group("minilm")]  # one worker: the encoder loads once
 
 
 @pytest.fixture(scope="module")
