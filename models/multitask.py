@@ -205,10 +205,9 @@ class MultiTaskModel(keras.Model):
         if getattr(self, name) is not None and not force:
             return getattr(self, name)
         steps = self._steps_per_execution
-        if (steps is None or int(steps.numpy()) == 1 or self.run_eagerly or self._cluster_coordinator
-                or self.autotune_steps_per_execution):
+        many = 1 if steps is None else int(steps.numpy())
+        if many == 1 or self.run_eagerly or self._cluster_coordinator or self.autotune_steps_per_execution:
             return make_one_step(force)
-        many = int(steps.numpy())
         steps.assign(1)
         try:
             one_step = make_one_step(True)
