@@ -1,7 +1,7 @@
 """Two towers (TFRS retrieval) with ranking heads on top: retrieve and rank with one model.
 
 The query tower embeds the user side (`model.query_features`), the item tower the rest. Their
-dot product is the retrieval score, trained with TFRS's in-batch-softmax Retrieval task; the
+dot product is the retrieval score, trained with TFRS's in-batch softmax (`RetrievalObjective`); the
 ranking heads (rating, like, ...) read [query, item, query * item], so both share the towers.
 The towers are nested models (`query_tower`, `item_tower`) so export can index every item and
 serve top-K retrieval beside per-task scores.

@@ -120,6 +120,9 @@ def transform_component(config: PipelineConfig, examples, schema):
                                     # StatisticsGen has the raw data's statistics; TFDV again on the raw
                                     # and transformed data would cost more than Transform itself
                                     disable_statistics=True,
+                                    # the analyzer cache pays only when a later run feeds it back (per-span
+                                    # analysis of a rolling window); unread, its writes cost a quarter of Transform
+                                    disable_analyzer_cache=True,
                                     custom_config={"config": config.transform_json(),
                                                    "code": code_fingerprint(TRANSFORM_CODE)})
 
