@@ -82,6 +82,7 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     label_spec = {name: spec for name, spec in full_spec.items() if name in config.label_keys}
     raw_inputs = {name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in raw_spec.items()}
 
+    @tf.function(autograph=False)  # one trace, which every signature that predicts calls
     def predict(raw_features):
         outputs = network(network.tft_layer(raw_features))
         # Keras returns a lone output bare; TFMA and clients need {task: scores} whatever the count.
