@@ -111,7 +111,10 @@ class SentenceEncoderHandler(ModelHandler):
     """RunInference's view of `mtrec.text.minilm.SentenceEncoder`: batches of texts -> vectors."""
 
     def __init__(self, encoder_path: Optional[str], max_length: int, batch_size: int):
-        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        from mtrec.text.minilm import SORT_WINDOW
+        # RunInference hands over up to SORT_WINDOW texts, which the encoder sorts by length and
+        # runs `batch_size` at a time
+        super().__init__(min_batch_size=SORT_WINDOW, max_batch_size=SORT_WINDOW)
         self.encoder_path, self.max_length, self.batch_size = encoder_path, max_length, batch_size
         self._encoded, self._started, self._reported = 0, None, 0.0
 

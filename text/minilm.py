@@ -28,6 +28,7 @@ WEIGHTS = "model.safetensors"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 FILES = ("config.json", "vocab.txt", WEIGHTS)
 DEFAULT_MAX_LENGTH = 64
+SORT_WINDOW = 1024  # texts sorted by length together when encoding a stream
 
 
 class EncoderFilesError(ValueError):
@@ -133,7 +134,12 @@ class MiniLM(keras.Model):
 
 
 class SentenceEncoder:
-    """Texts -> [n, 384] float32 vectors, batched and padded per batch to its longest text."""
+    """Texts -> [n, 384] float32 vectors, `batch_size` texts per model call.
+
+    Like sentence-transformers, it runs the texts of one call longest first, so each batch is
+    padded only to its own longest text: compute goes to tokens, not padding (1.65x on product
+    titles, `bench/text_encoder.py`). Vectors come back in the caller's order.
+    """
 
     def __init__(self, encoder_path: Optional[str] = None, max_length: int = DEFAULT_MAX_LENGTH,
                  batch_size: int = 64):
@@ -153,20 +159,22 @@ class SentenceEncoder:
                                    autograph=False)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.concatenate(list(self.encode_batches(texts))) if len(texts) \
-            else np.zeros((0, self.dimension), np.float32)
+        rows = [self.tokenizer.ids(text) for text in texts]
+        vectors = np.zeros((len(rows), self.dimension), np.float32)
+        longest_first = np.argsort([-len(row) for row in rows], kind="stable")
+        for start in range(0, len(rows), self.batch_size):
+            batch = longest_first[start:start + self.batch_size]
+            ids, mask = self.tokenizer.pad([rows[i] for i in batch])
+            vectors[batch] = self._encode(tf.constant(ids), tf.constant(mask)).numpy()
+        return vectors
 
-    def encode_batches(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
-        """One [batch, 384] array per `batch_size` texts, in order."""
-        batch: List[str] = []
+    def encode_batches(self, texts: Iterable[str], window: int = SORT_WINDOW) -> Iterator[np.ndarray]:
+        """The vectors of a stream of texts, `window` texts at a time (each sorted by length), in order."""
+        chunk: List[str] = []
         for text in texts:
-            batch.append(text)
-            if len(batch) == self.batch_size:
-                yield self._run(batch)
-                batch = []
-        if batch:
-            yield self._run(batch)
-
-    def _run(self, texts: List[str]) -> np.ndarray:
-        ids, mask = self.tokenizer.batch(texts)
-        return self._encode(tf.constant(ids), tf.constant(mask)).numpy()
+            chunk.append(text)
+            if len(chunk) == window:
+                yield self.encode(chunk)
+                chunk = []
+        if chunk:
+            yield self.encode(chunk)

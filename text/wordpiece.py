@@ -110,7 +110,10 @@ class WordPieceTokenizer:
 
     def batch(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
         """(ids, mask), [len(texts), longest] int32, padded to the longest text of this batch."""
-        rows = [self.ids(t) for t in texts]
+        return self.pad([self.ids(t) for t in texts])
+
+    def pad(self, rows: Sequence[List[int]]) -> Tuple[np.ndarray, np.ndarray]:
+        """Token id rows (`ids`) as (ids, mask), padded to the longest row."""
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.padding, np.int32)
         mask = np.zeros((len(rows), width), np.int32)
