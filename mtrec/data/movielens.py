@@ -7,8 +7,9 @@ GroupLens' license forbids redistributing the data: `download` fetches it for th
 rating becomes one impression (id `<user>-<item>`, at the rating's time) with a click (the user
 watched it), a `rating` event carrying the stars, and a like when the rating is 4 or more.
 Users: age bucket, region = first digit of the zip code (US zip regions; `other` for the rest),
-and the day of their first rating as signup day. Items: first listed genre as category; MovieLens
-has no prices, so price is 0 and the MovieLens preset does not use it.
+and the day of their first rating as signup day. Items: first listed genre as category, and the
+title and every genre (`genres`, e.g. "Animation, Children's, Comedy") as text for `text.fields`;
+MovieLens has no prices, so price is 0 and the MovieLens preset does not use it.
 """
 from __future__ import annotations
 
@@ -80,8 +81,10 @@ def to_event_log(ml_dir: str, out_dir: str) -> Dict[str, int]:
         for line in _lines(ml_dir, "u.item"):
             fields = line.split("|")
             flags = fields[5:]
-            category = next((g for g, flag in zip(genres, flags) if flag == "1"), "unknown")
-            f.write(json.dumps({"item_id": fields[0], "category": category, "price": 0.0, "title": fields[1]}) + "\n")
+            listed = [g for g, flag in zip(genres, flags) if flag == "1"]
+            # `genres` is text only (for text.fields); the category feature is the first genre
+            f.write(json.dumps({"item_id": fields[0], "category": listed[0] if listed else "unknown", "price": 0.0,
+                                "title": fields[1], "genres": ", ".join(listed)}) + "\n")
             counts["items"] += 1
     with open(os.path.join(out_dir, "events.jsonl"), "w") as f:
         for ts, user, item, stars in ratings:
