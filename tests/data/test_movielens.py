@@ -45,6 +45,7 @@ def test_every_rating_becomes_one_clicked_impression_with_its_stars_and_like_fro
     assert users["1"]["age_bucket"] == "18-24" and users["1"]["region"] == "zip8"  # 1|24|M|technician|85711
     items = {i["item_id"]: i for i in map(json.loads, (tmp_path / "log" / "items.jsonl").read_text().splitlines())}
     assert items["1"]["title"] == "Toy Story (1995)" and items["1"]["category"] == "Animation"
+    assert items["1"]["genres"] == "Animation, Children's, Comedy"  # every genre, as text
 
 
 def test_ingestion_accepts_every_line_of_the_converted_log(small_movielens, tmp_path):
