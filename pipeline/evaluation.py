@@ -66,12 +66,13 @@ def _metrics(task: TaskConfig, output_name: str, gated: bool) -> tfma.MetricsSpe
     return tfma.MetricsSpec(output_names=[output_name] if output_name else [], metrics=metrics)
 
 
-def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: bool = True) -> tfma.EvalConfig:
+def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: bool = True,
+                sliced: bool = True) -> tfma.EvalConfig:
     """The EvalConfig of every task TFMA can measure per example (all but retrieval).
 
     With `gated=False` the thresholds cannot fail: for Evaluators that only report (the
-    multi-task model against the single-task baselines, the test split) beside the one that gates
-    the release.
+    single-task baselines, the test split) beside the one that gates the release. With
+    `sliced=False`, overall only: each slice feature is one more pass of TFMA's per-example metrics.
     """
     outputs = output_names(config)
     # A SavedModel called through its signatures: named, TFMA need not load it as Keras to guess.
@@ -90,4 +91,5 @@ def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: b
     return tfma.EvalConfig(
         model_specs=[model_spec], options=options,
         metrics_specs=[_metrics(t, name, gated) for name, t in outputs.items()],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices])
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices
+                                              if sliced])

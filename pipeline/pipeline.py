@@ -10,7 +10,7 @@
 With `baselines`, a second Trainer (`single_task_trainer`) fits one model per task on the same
 transformed splits. With `gate_against: single_task` the release Evaluator compares the multi-task
 model with them task by task; else a report-only `single_task_evaluator` measures them alone (the
-same metrics and slices, so the summary compares them with the release Evaluator's candidate,
+same metrics, overall, so the summary compares them with the release Evaluator's candidate,
 without TFMA running the multi-task model a second time).
 
 The same components feed LocalDagRunner here and KubeflowV2DagRunner (`mtrec.kubeflow.pipelines`).
@@ -179,9 +179,9 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
         baseline_model = baseline.outputs["model"]
         extra.append(baseline)
-        if config.baselines:
+        if config.baselines:  # overall, what the summary compares the multi-task model with
             extra.append(tfx.components.Evaluator(examples=examples, model=single_task.outputs["model"],
-                                                  eval_config=eval_config(config, gated=False))
+                                                  eval_config=eval_config(config, gated=False, sliced=False))
                          .with_id(SINGLE_TASK_EVALUATOR))
     evaluator = tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
                                          baseline_model=baseline_model, eval_config=eval_config(config))

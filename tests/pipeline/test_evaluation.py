@@ -46,3 +46,9 @@ def test_a_lone_task_is_named_by_no_output():
     spec = eval_config(config).model_specs[0]
     assert spec.label_key == "sex" and spec.example_weight_key == "male__weight"
     assert [list(m.output_names) for m in eval_config(config).metrics_specs] == [[]]
+
+
+def test_slices_are_the_configured_features_unless_overall_only_is_asked_for():
+    config = PipelineConfig()
+    assert [list(s.feature_keys) for s in eval_config(config).slicing_specs] == [[], ["device"], ["category"]]
+    assert [list(s.feature_keys) for s in eval_config(config, gated=False, sliced=False).slicing_specs] == [[]]
