@@ -108,12 +108,8 @@ class WordPieceTokenizer:
         pieces = [i for word in split_words(normalize(text)) for i in self._pieces(word)]
         return [self.start, *pieces[:self.max_length - 2], self.end]
 
-    def batch(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-        """(ids, mask), [len(texts), longest] int32, padded to the longest text of this batch."""
-        return self.pad([self.ids(t) for t in texts])
-
     def pad(self, rows: Sequence[List[int]]) -> Tuple[np.ndarray, np.ndarray]:
-        """Token id rows (`ids`) as (ids, mask), padded to the longest row."""
+        """Token id rows (`ids`) as (ids, mask), [len(rows), longest] int32, padded to the longest row."""
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.padding, np.int32)
         mask = np.zeros((len(rows), width), np.int32)
