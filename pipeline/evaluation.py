@@ -91,5 +91,5 @@ def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: b
     return tfma.EvalConfig(
         model_specs=[model_spec], options=options,
         metrics_specs=[_metrics(t, name, gated) for name, t in outputs.items()],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices
-                                              if sliced])
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name])
+                                              for name in (config.slices if sliced else [])])
