@@ -57,14 +57,16 @@ TASK_TYPES = {
         activation="sigmoid", default_loss="binary_crossentropy", keras_metric="AUC", short="auc",
         gate_class="AUC", gate_metric="auc", higher_is_better=True,
         # TFMA's own BinaryCrossEntropy, not Keras's BinaryCrossentropy: the same value, without a
-        # TensorFlow metric wrapped per slice
-        report_classes=("AUCPrecisionRecall", "BinaryCrossEntropy", "Calibration", "MeanLabel", "MeanPrediction"),
+        # TensorFlow metric wrapped per slice; mtrec's CalibrationSummary: calibration, mean label and
+        # prediction and example count off AUC's histogram (`mtrec.pipeline.tfma_metrics`)
+        report_classes=("AUCPrecisionRecall", "BinaryCrossEntropy", "CalibrationSummary"),
         report_names=("auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")),
     REGRESSION: TaskType(
         activation=None, default_loss="huber", keras_metric="RootMeanSquaredError", short="rmse",
-        # mtrec's native TFMA RootMeanSquaredError (`mtrec.pipeline.evaluation.OWN_METRICS`), not Keras's
+        # mtrec's native TFMA RootMeanSquaredError, not Keras's, and its RegressionSummary (MAE, mean
+        # label and prediction, example count) from the same pass (`mtrec.pipeline.tfma_metrics`)
         gate_class="RootMeanSquaredError", gate_metric="root_mean_squared_error", higher_is_better=False,
-        report_classes=("MeanAbsoluteError", "MeanLabel", "MeanPrediction"),
+        report_classes=("RegressionSummary",),
         report_names=("mean_absolute_error", "mean_label", "mean_prediction")),
     RETRIEVAL: TaskType(
         activation=None, default_loss="categorical_crossentropy", keras_metric=None, short="top-100",

@@ -1,8 +1,9 @@
 """The TFMA EvalConfig, generated from the task list: per-task metrics, slices and release gates.
 
 What each task type reports and is gated on comes from `mtrec.task_types` (binary: AUC, PR-AUC,
-log loss, calibration, gated on AUC; regression: RMSE, MAE, gated on RMSE), every one a native
-TFMA metric (RMSE is ours: `mtrec.pipeline.tfma_metrics`). Each gate has an
+log loss, calibration, means and example count, gated on AUC; regression: RMSE, MAE, means and
+example count, gated on RMSE), every one a native TFMA metric; RMSE and the summaries are ours
+(`mtrec.pipeline.tfma_metrics`: the same values in fewer passes over the examples). Each gate has an
 absolute bound and a change threshold against the baseline model (the latest blessed one, or the
 single-task models with `gate_against: single_task`), so no task may fall behind it beyond its
 tolerance.
@@ -29,7 +30,8 @@ from mtrec.transformed import weight_name
 
 
 # Classes of metrics mtrec defines where TFMA would wrap a Keras metric: {class name: module}.
-OWN_METRICS = {"RootMeanSquaredError": tfma_metrics.__name__}
+OWN_METRICS = {name: tfma_metrics.__name__
+               for name in ("RootMeanSquaredError", "RegressionSummary", "CalibrationSummary")}
 
 
 def _metric(class_name: str, **kwargs) -> tfma.MetricConfig:
@@ -62,7 +64,6 @@ def _metrics(task: TaskConfig, output_name: str, gated: bool) -> tfma.MetricsSpe
     overall_only = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=_gate(task, gated))
     metrics = [_metric(kind.gate_class, per_slice_thresholds=[overall_only])]
     metrics += [_metric(name) for name in kind.report_classes]
-    metrics.append(_metric("ExampleCount"))
     return tfma.MetricsSpec(output_names=[output_name] if output_name else [], metrics=metrics)
 
 

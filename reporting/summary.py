@@ -89,7 +89,10 @@ def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "
                 overall[task.name][key.name] = value
             elif key.name == task.gate_metric:
                 slices[task.name][slice_name] = value
-    return {name: {**overall[name], "slices": dict(sorted(slices[name].items()))} for name in overall}
+    def in_task_order(task):  # the task type's order, whatever order TFMA wrote them in
+        return {m: overall[task.name][m] for m in task.kind.metric_names if m in overall[task.name]}
+
+    return {t.name: {**in_task_order(t), "slices": dict(sorted(slices[t.name].items()))} for t in tasks.values()}
 
 
 def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
