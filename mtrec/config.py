@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from mtrec.task_types import BINARY, REGRESSION, RETRIEVAL, TASK_TYPES, TaskType  # noqa: F401 (re-exported)
+from mtrec.transformed import ITEM_ID
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm", "cross_stitch", "two_tower")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "dwa")
 ORCHESTRATORS = ("local", "beam")
@@ -119,6 +120,12 @@ class FeaturesConfig:
     @property
     def names(self) -> List[str]:
         return self.ids + self.categorical + list(self.hashed) + self.numeric
+
+    @property
+    def cold_start_key(self) -> Optional[str]:
+        """The id feature that tells an item training never saw (not in its Transform vocabulary),
+        for the cold-start slice; None where items have no such id."""
+        return ITEM_ID if ITEM_ID in self.vocabulary else None
 
 
 # Side tables that can carry text, and the id feature each table's vectors are looked up by.

@@ -31,6 +31,12 @@ def text_key_name(id_feature: str) -> str:
     return f"{id_feature}__text_key"
 
 
+# Where the `transform_features` signature tells TFMA an example's item was never in a training
+# example (1) or was (0): the Evaluator's cold-start slice. Items are keyed by this id feature.
+COLD_START = "cold_start"
+ITEM_ID = "item_id"
+
+
 def weight_name(task: str) -> str:
     """A task's example weight, as the `transform_features` signature gives it to TFMA."""
     return f"{task}__weight"

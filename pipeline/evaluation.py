@@ -26,7 +26,7 @@ import tensorflow_model_analysis as tfma
 from mtrec.config import PipelineConfig, TaskConfig
 from mtrec.pipeline import tfma_metrics
 from mtrec.serving.signatures import EVALUATE, TRANSFORM_FEATURES
-from mtrec.transformed import weight_name
+from mtrec.transformed import COLD_START, weight_name
 
 
 # Classes of metrics mtrec defines where TFMA would wrap a Keras metric: {class name: module}.
@@ -72,7 +72,9 @@ def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: b
     """The EvalConfig of every task TFMA can measure per example (all but retrieval).
 
     With `gated=False` the thresholds cannot fail: for Evaluators that only report (the
-    single-task baselines, the test split) beside the one that gates the release. With
+    single-task baselines, the test split) beside the one that gates the release. Sliced: by each
+    of `config.slices` and, where items have ids, the cold-start slice (impressions of items no
+    training example had; `cold_start` from the `transform_features` signature). With
     `sliced=False`, overall only: each slice feature is one more pass of TFMA's per-example metrics.
     """
     outputs = output_names(config)
@@ -89,8 +91,11 @@ def eval_config(config: PipelineConfig, signature_name: str = EVALUATE, gated: b
             example_weight_keys={name: weight_name(t.name) for name, t in outputs.items()})
     options = tfma.Options()
     options.include_default_metrics.value = False  # the compiled Keras metrics ignore task weights
+    slicing_specs = [tfma.SlicingSpec()]
+    if sliced:
+        slicing_specs += [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices]
+        if config.features.cold_start_key:  # the cold items alone: the rest would be a pass more
+            slicing_specs.append(tfma.SlicingSpec(feature_values={COLD_START: "1"}))
     return tfma.EvalConfig(
         model_specs=[model_spec], options=options,
-        metrics_specs=[_metrics(t, name, gated) for name, t in outputs.items()],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name])
-                                              for name in (config.slices if sliced else [])])
+        metrics_specs=[_metrics(t, name, gated) for name, t in outputs.items()], slicing_specs=slicing_specs)

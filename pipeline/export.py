@@ -6,8 +6,9 @@ two-tower models):
   serving_raw: one [batch] tensor per raw feature -> Transform graph -> model (rank candidates).
   rank: raw features + a scalar `weight_<task>` per scored task -> task scores and their blend `score`.
   evaluate: like serving_default, only the TFMA-evaluated tasks (what the Evaluator calls).
-  transform_features: serialized tf.Example -> each evaluated task's label (0 where missing) and
-    `<task>__weight` (0 where its label is missing): TFMA's labels and example weights.
+  transform_features: serialized tf.Example -> each evaluated task's label (0 where missing),
+    `<task>__weight` (0 where its label is missing) and, where items have ids, `cold_start` (1 for
+    an item no training example had): TFMA's labels, example weights and cold-start slice.
   retrieve (two-tower models): raw query features -> top-100 `item_ids` and `scores` per query.
 
 Missing values: a tf.Example may leave any optional feature out; the raw-tensor signatures take
@@ -27,11 +28,11 @@ import tf_keras as keras
 from mtrec.config import PipelineConfig
 from mtrec.models.multitask import example_weight
 from mtrec.models.two_tower import ITEM_TOWER, QUERY_TOWER
-from mtrec.pipeline.preprocessing import label_outputs, with_missing
+from mtrec.pipeline.preprocessing import as_category, label_outputs, with_missing
 from mtrec.pipeline.retrieval import TOP_K
 from mtrec.serving.signatures import (BLEND_OUTPUT, EVALUATE, RANK, RETRIEVE, SERVING_DEFAULT, SERVING_RAW,
                                      TRANSFORM_FEATURES, WEIGHT_PREFIX, missing_value)
-from mtrec.transformed import weight_name
+from mtrec.transformed import COLD_START, weight_name
 
 
 def _signature(input_signature):
@@ -116,12 +117,26 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
         outputs = predict(tf.io.parse_example(serialized, raw_spec))
         return {task.name: outputs[task.name] for task in evaluated}
 
+    cold_key = config.features.cold_start_key
+    if cold_key:  # the ids training saw: Transform's vocabulary, analysed on the train split
+        network.trained_items = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            tft_output.vocabulary_file_by_name(cold_key), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        label_spec = {**label_spec, cold_key: full_spec[cold_key]}
+
     @_signature([tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized):
-        """Labels as trained on (0 where missing) and per-task example weights (0 where the label is missing)."""
-        labels = label_outputs(tf.io.parse_example(serialized, label_spec), config)  # no Transform graph needed
-        return {**{label: labels[label] for label in config.label_keys},
-                **{weight_name(t.name): example_weight(t, labels) for t in evaluated}}
+        """Labels as trained on (0 where missing), per-task example weights (0 where the label is
+        missing) and `cold_start` (1 where the item was in no training example): TFMA's labels,
+        weights and cold-start slice."""
+        parsed = tf.io.parse_example(serialized, label_spec)  # no Transform graph needed
+        labels = label_outputs(parsed, config)
+        outputs = {**{label: labels[label] for label in config.label_keys},
+                   **{weight_name(t.name): example_weight(t, labels) for t in evaluated}}
+        if cold_key:
+            unseen = network.trained_items.lookup(as_category(parsed[cold_key])) < 0
+            outputs[COLD_START] = tf.cast(unseen, tf.int64)
+        return outputs
 
     signatures = {SERVING_DEFAULT: serve_examples.get_concrete_function(),
                   SERVING_RAW: serve_raw.get_concrete_function(),

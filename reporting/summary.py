@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+import tensorflow_transform as tft
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -23,6 +24,7 @@ from mtrec.pipeline.evaluation import output_names
 from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
 from mtrec.pipeline.training import RETRIEVAL_LOG, TRAINING_LOG
 from mtrec.reporting.oracle import oracle_auc
+from mtrec.transformed import COLD_START
 
 # Published results of the TFRS multitask tutorial (MovieLens 100K, random 80/20 split, seed 42):
 # top-100 categorical accuracy and RMSE on the test split, per weighting of its two tasks.
@@ -69,30 +71,43 @@ def _slice_value(key) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "candidate") -> Dict[str, Dict]:
-    """{task: {metric: value, "slices": {slice: gated metric}}} of `model` (candidate or baseline)."""
+COLD_SLICE = f"{COLD_START}=1"
+
+
+def _metrics_by_slice(evaluation_uri: str, config: PipelineConfig, model: str) -> Dict[str, Dict[str, Dict]]:
+    """{task: {slice ("overall", "device=mobile", ...): {metric: value}}} of `model`, in the task type's
+    metric order whatever order TFMA wrote them in."""
     tasks = output_names(config)
-    overall = {t.name: {} for t in tasks.values()}
-    slices = {t.name: {} for t in tasks.values()}
+    found = {t.name: {} for t in tasks.values()}
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         slice_name = ";".join(f"{c.column}={_slice_value(c)}" for c in metrics_for_slice.slice_key.single_slice_keys)
-        slice_name = slice_name or "overall"
         for item in metrics_for_slice.metric_keys_and_values:
             key = item.key
             if key.is_diff or key.model_name not in ("", model) or key.output_name not in tasks:
                 continue
             task = tasks[key.output_name]
-            if key.name not in task.kind.metric_names or not item.value.HasField("double_value"):
-                continue
-            value = item.value.double_value.value
-            if slice_name == "overall":
-                overall[task.name][key.name] = value
-            elif key.name == task.gate_metric:
-                slices[task.name][slice_name] = value
-    def in_task_order(task):  # the task type's order, whatever order TFMA wrote them in
-        return {m: overall[task.name][m] for m in task.kind.metric_names if m in overall[task.name]}
+            if key.name in task.kind.metric_names and item.value.HasField("double_value"):
+                found[task.name].setdefault(slice_name or "overall", {})[key.name] = item.value.double_value.value
+    return {t.name: {slice_name: {m: metrics[m] for m in t.kind.metric_names if m in metrics}
+                     for slice_name, metrics in found[t.name].items()} for t in tasks.values()}
 
-    return {t.name: {**in_task_order(t), "slices": dict(sorted(slices[t.name].items()))} for t in tasks.values()}
+
+def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "candidate") -> Dict[str, Dict]:
+    """{task: {metric: value, "slices": {slice: gated metric}}} of `model` (candidate or baseline);
+    the configured slices (the cold-start slice is `_cold_start`'s)."""
+    gate = {t.name: t.gate_metric for t in output_names(config).values()}
+    return {task: {**slices.get("overall", {}),
+                   "slices": {name: m[gate[task]] for name, m in sorted(slices.items())
+                              if name not in ("overall", COLD_SLICE) and gate[task] in m}}
+            for task, slices in _metrics_by_slice(evaluation_uri, config, model).items()}
+
+
+def _cold_start(evaluation_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
+    """{task: {gated metric: value, "examples": weighted count}} on the impressions of items no
+    training example had."""
+    gate = {t.name: t.gate_metric for t in output_names(config).values()}
+    return {task: {gate[task]: slices[COLD_SLICE].get(gate[task]), "examples": slices[COLD_SLICE].get("example_count")}
+            for task, slices in _metrics_by_slice(evaluation_uri, config, "candidate").items() if COLD_SLICE in slices}
 
 
 def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
@@ -192,6 +207,14 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
             summary["tasks"][task]["oracle_auc"] = auc
             if "auc" in summary["tasks"][task]:
                 summary["tasks"][task]["gap_to_oracle"] = auc - summary["tasks"][task]["auc"]
+    if evaluation is not None and config.features.cold_start_key:
+        summary["cold_start"] = _cold_start(evaluation.uri, config)
+        transform = get("Transform", "transform_graph")
+        if summary["cold_start"] and transform is not None and examples is not None and os.path.exists(oracle_path or ""):
+            trained = tft.TFTransformOutput(transform.uri).vocabulary_by_name(config.features.cold_start_key)
+            for task, auc in oracle_auc(examples.uri, oracle_path, config, {i.decode() for i in trained}).items():
+                if task in summary["cold_start"]:
+                    summary["cold_start"][task]["oracle_auc"] = auc
     test = get(TEST_EVALUATOR, "evaluation")
     if test is not None:
         summary["test"] = _overall_metrics(test.uri, config)

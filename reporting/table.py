@@ -57,6 +57,22 @@ def _text_line(summary: Dict) -> List[str]:
             f"{text['texts_from_cache']} from the cache ({text['seconds']:.0f}s)"]
 
 
+def _cold_rows(summary: Dict) -> List[str]:
+    cold = summary.get("cold_start")
+    if not cold:
+        return []
+    width = max([len("task")] + [len(name) for name in cold]) + 2
+    lines = ["", "Cold start: eval impressions of items no training example had",
+             f"{'task':<{width}}{'metric':<9}{'cold':>9}{'oracle':>9}{'gap':>9}{'examples':>10}"]
+    for task, metrics in cold.items():
+        kind = task_kind(metrics)
+        value, oracle = metrics.get(kind.gate_metric), metrics.get("oracle_auc")
+        gap = oracle - value if isinstance(value, float) and isinstance(oracle, float) else None
+        lines.append(f"{task:<{width}}{kind.short:<9}{_number(value)}{_number(oracle)}{_number(gap)}"
+                     f"{_number(metrics.get('examples'), 10, 0)}")
+    return lines
+
+
 def format_summary(summary: Dict) -> str:
     """The per-task metrics table, blessing and push destination, for people."""
     lines = [f"\nExamples: {summary.get('examples')}"]
@@ -67,6 +83,7 @@ def format_summary(summary: Dict) -> str:
     lines += _missing_line(summary)
     lines += _text_line(summary)
     lines += [""] + _task_rows(summary)
+    lines += _cold_rows(summary)
     if summary.get("stl"):
         width = max([len("task")] + [len(name) for name in summary["stl"]]) + 2
         lines += ["", f"{'task':<{width}}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]

@@ -5,6 +5,8 @@ then likes, purchases and dwell on some clicks, unjoined and in timestamp order 
 `items.jsonl` and `users.jsonl` are the side tables, with text in plain words (item titles and
 descriptions, users' `about`) that says where each lies on the latent tastes. Responses come from a latent user/item model
 with position bias; `task_correlation` sets how much like and purchase share the click signal.
+New items arrive every day, the eval days too, so some eval impressions show items no training
+impression did (the cold-start slice), which only their side-table attributes and text describe.
 `oracle.csv` keeps each impression's true probabilities (like and purchase given click) and
 expected dwell, so evaluation can report the best AUC any model could reach on the same examples.
 """
@@ -29,6 +31,7 @@ REGIONS = ["north", "south", "east", "west", "central", "islands"]
 CATEGORIES = ["news", "sports", "music", "movies", "games", "food", "travel", "fashion", "tech", "home",
               "books", "kids"]
 POSITIONS = 10
+NEW_ITEMS_PER_DAY = 0.05  # share of the catalogue released on each day after the first
 LATENT_DIM = 4
 # Words for either end of each latent taste dimension: titles, descriptions and users' `about`
 # texts say where an item or a user lies, so a language model's vectors carry the affinity.
@@ -62,6 +65,29 @@ class SyntheticLogSpec:
     @property
     def items(self) -> int:
         return max(60, self.impressions // 400)
+
+
+def _release_days(n_items: int, spec: "SyntheticLogSpec") -> np.ndarray:
+    """Each item's first day in the log: most are there from the start, NEW_ITEMS_PER_DAY of the
+    catalogue arrives on each later day (the eval days too: items no training impression shows)."""
+    releases = np.random.default_rng([spec.seed, 2])  # a stream of its own: the other draws stay as they were
+    day = np.zeros(n_items, dtype=np.int64)
+    if spec.days > 1:
+        new = releases.random(n_items) < NEW_ITEMS_PER_DAY * (spec.days - 1)
+        day[new] = releases.integers(1, spec.days, size=int(new.sum()))
+    return day
+
+
+def _released_items(item: np.ndarray, day: np.ndarray, release_day: np.ndarray, popularity: np.ndarray,
+                    spec: "SyntheticLogSpec") -> np.ndarray:
+    """`item`, with every impression of an item not released yet drawn again among that day's catalogue."""
+    redraws = np.random.default_rng([spec.seed, 3])
+    item = item.copy()
+    for d in np.unique(day[release_day[item] > day]):
+        early = np.flatnonzero((day == d) & (release_day[item] > d))
+        weight = popularity * (release_day <= d)
+        item[early] = redraws.choice(len(popularity), size=len(early), p=weight / weight.sum())
+    return item
 
 
 def _sigmoid(x):
@@ -101,6 +127,8 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     ts = np.sort(START_MS + rng.integers(0, spec.days * DAY_MS, size=n))
     user = rng.choice(n_users, size=n, p=activity / activity.sum())
     item = rng.choice(n_items, size=n, p=popularity / popularity.sum())
+    release_day = _release_days(n_items, spec)
+    item = _released_items(item, (ts - START_MS) // DAY_MS, release_day, popularity, spec)
     position = rng.integers(POSITIONS, size=n)
     device = np.where(rng.random(n) < 0.7, device_pref[user], rng.integers(len(DEVICES), size=n))
     page = rng.integers(len(PAGES), size=n)

@@ -35,6 +35,22 @@ def test_events_are_unjoined_time_ordered_and_consistent(tmp_path):
     assert set(events[0]) == {"event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page"}
 
 
+def test_new_items_arrive_every_day_the_last_one_too(tmp_path):
+    _generate(tmp_path, impressions=50000, days=5)
+    first_day = {}
+    for line in (tmp_path / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "impression":
+            day = (event["ts"] - synthetic.START_MS) // synthetic.DAY_MS
+            first_day[event["item_id"]] = min(day, first_day.get(event["item_id"], day))
+    arrivals = np.bincount(list(first_day.values()), minlength=5)
+    catalogue = sum(1 for _ in (tmp_path / "items.jsonl").open())
+    assert arrivals[0] < 0.9 * catalogue  # not all there from the start
+    # every later day brings new items (about NEW_ITEMS_PER_DAY of the catalogue): the last day's
+    # are the cold-start slice when it is the eval day
+    assert all(arrivals[1:] >= 0.5 * synthetic.NEW_ITEMS_PER_DAY * catalogue), arrivals
+
+
 def test_oracle_has_every_impression_and_matches_observed_rates(tmp_path):
     counts = _generate(tmp_path, impressions=20000)
     oracle = synthetic.read_oracle(str(tmp_path / "oracle.csv"))

@@ -106,7 +106,7 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     with open(os.path.join(str(work_dir), runner.SUMMARY_FILE)) as f:
         written = json.load(f)
     for key in ("input_lines", "examples", "dead_letter", "tasks", "blessed", "pushed_model", "missing_values",
-                "split_protocol"):
+                "split_protocol", "cold_start"):
         assert key in written
     assert written["split_protocol"] == {"by": "time", "eval_days": 1, "test_days": 0, "trained_on": "train",
                                          "early_stopping_on": "eval", "gated_on": "eval", "reported": ["eval"]}
@@ -117,6 +117,28 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     assert {"root_mean_squared_error", "mean_absolute_error"} <= set(written["tasks"]["dwell"])
     assert written["tasks"]["click"]["slices"] == {}  # none configured
     assert written["plot"].endswith(".png") and os.path.getsize(written["plot"]) > 10_000
+
+
+@SHARED_RUN
+def test_the_cold_start_slice_is_the_eval_impressions_of_items_no_training_example_had(first_run, work_dir):
+    (examples,) = glob.glob(os.path.join(str(work_dir), "pipeline", "LogExampleGen", "examples", "*"))
+
+    def split(name):
+        files = glob.glob(os.path.join(examples, f"Split-{name}", "*"))
+        spec = {"item_id": tf.io.FixedLenFeature([], tf.string), "click": tf.io.FixedLenFeature([], tf.int64)}
+        batches = tf.data.TFRecordDataset(files, "GZIP").batch(8192).map(lambda x: tf.io.parse_example(x, spec))
+        return {key: np.concatenate([b[key].numpy() for b in batches]) for key in spec}
+
+    trained, eval_split = set(split("train")["item_id"]), split("eval")
+    cold = np.array([item not in trained for item in eval_split["item_id"]])
+    assert 0.02 < cold.mean() < 0.3  # the generator's new items of the eval day
+    summary = first_run["cold_start"]
+    assert set(summary) == {"click", "like", "purchase", "dwell"}
+    assert summary["click"]["examples"] == cold.sum()  # every cold impression, and only those
+    assert summary["like"]["examples"] == summary["dwell"]["examples"] == eval_split["click"][cold].sum()
+    for task in ("click", "like", "purchase"):
+        assert 0.5 < summary[task]["auc"] < 1 and 0.5 < summary[task]["oracle_auc"] < 1, summary[task]
+    assert summary["dwell"]["root_mean_squared_error"] > 0
 
 
 RAW = {"user_id": [b"u1", b"u-never-seen"], "item_id": [b"i2", b"i-never-seen"], "device": [b"mobile", b"desktop"],

@@ -50,5 +50,12 @@ def test_a_lone_task_is_named_by_no_output():
 
 def test_slices_are_the_configured_features_unless_overall_only_is_asked_for():
     config = PipelineConfig()
-    assert [list(s.feature_keys) for s in eval_config(config).slicing_specs] == [[], ["device"], ["category"]]
+    specs = eval_config(config).slicing_specs
+    assert [list(s.feature_keys) for s in specs] == [[], ["device"], ["category"], []]
+    assert dict(specs[-1].feature_values) == {"cold_start": "1"}  # the cold items; the others are not a slice
     assert [list(s.feature_keys) for s in eval_config(config, gated=False, sliced=False).slicing_specs] == [[]]
+
+
+def test_the_cold_start_slice_needs_items_with_an_id():
+    config = PipelineConfig.from_dict({"features": {"ids": ["user_id"]}})
+    assert all(not s.feature_values for s in eval_config(config).slicing_specs)
