@@ -19,8 +19,8 @@ import traceback
 from typing import List, Optional
 
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, WEIGHTINGS, ConfigError, PipelineConfig,
-                          dataset_preset)
+from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, SYNTHETIC_TEXT_FIELDS, WEIGHTINGS,
+                          ConfigError, PipelineConfig, dataset_preset)
 from mtrec.reporting.table import format_summary
 from mtrec.serving import commands as serving_commands
 
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--weighting", choices=WEIGHTINGS, help="task-loss weighting")
     run.add_argument("--baselines", action="store_true",
                      help="also train one single-task model per task and compare each task with it")
+    run.add_argument("--ablate-text", action="store_true",
+                     help="also train the model without its text features and report each task with and "
+                          "without them, on all eval impressions and on the cold-start slice")
     run.add_argument("--epochs", type=int, help="maximum training epochs")
     run.add_argument("--orchestrator", choices=ORCHESTRATORS,
                      help="TFX LocalDagRunner (default) or BeamDagRunner")
@@ -164,7 +167,9 @@ def kfp_command(args) -> int:
 
 def load_config(args) -> PipelineConfig:
     """Defaults, then the --dataset preset, then the --config file, then flags; checked once at
-    the end, so flags can complete the file (--baselines for `gate_against: single_task`)."""
+    the end, so flags can complete the file (--baselines for `gate_against: single_task`). On the
+    synthetic log, text features are on (its titles, descriptions and `about`s) unless the file
+    sets `text.fields`."""
     raw = PipelineConfig().to_dict()
     if args.dataset or args.protocol:
         if args.protocol and args.dataset != "movielens-100k":
@@ -172,12 +177,14 @@ def load_config(args) -> PipelineConfig:
         if args.dataset != "synthetic" and not args.data_dir:
             raise ConfigError(f"--dataset {args.dataset} needs --data-dir (get it with `mtrec data {args.dataset} --out DIR`)")
         _merge(raw, dataset_preset(args.dataset, os.path.abspath(args.data_dir or ""), args.protocol or ""))
-    if args.config:
-        _merge(raw, PipelineConfig.read_yaml(args.config))
+    from_file = PipelineConfig.read_yaml(args.config) if args.config else {}
+    _merge(raw, from_file)
     if args.weighting:
         raw["model"]["weighting"] = args.weighting
     if args.baselines:
         raw["baselines"] = True
+    if args.ablate_text:
+        raw["text"]["ablation"] = True
     if args.logs:
         raw["data"].update(source="events", path=args.logs)
     if args.impressions is not None:
@@ -190,6 +197,8 @@ def load_config(args) -> PipelineConfig:
         raw["orchestrator"] = args.orchestrator
     if args.beam_args:
         raw["beam_args"] = args.beam_args
+    if raw["data"]["source"] == "synthetic" and "fields" not in (from_file.get("text") or {}):
+        raw["text"]["fields"] = dict(SYNTHETIC_TEXT_FIELDS)  # the generated log's text, unless the file says
     return PipelineConfig.from_dict(raw)
 
 

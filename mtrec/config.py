@@ -130,6 +130,8 @@ class FeaturesConfig:
 
 # Side tables that can carry text, and the id feature each table's vectors are looked up by.
 TEXT_TABLES = {"items": "item_id", "users": "user_id"}
+# The synthetic log's text: `mtrec run` on it uses these unless the config sets `text.fields`.
+SYNTHETIC_TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"]}
 
 
 @dataclass
@@ -148,6 +150,8 @@ class TextConfig:
         architecture shares them among tasks.
       match: also the cosine of the user's and the item's text vectors (when both tables have
         text; not in two-tower models, whose towers see one side each).
+      ablation: also train the same model without text features on the same splits, and report
+        each task with and without text, on all eval impressions and on the cold-start slice.
     """
 
     fields: Dict[str, List[str]] = field(default_factory=dict)
@@ -156,6 +160,7 @@ class TextConfig:
     batch_size: int = 64
     projection_dim: int = 16
     match: bool = True
+    ablation: bool = False
 
     @property
     def id_features(self) -> Dict[str, str]:
@@ -425,6 +430,8 @@ class PipelineConfig:
                    "the table's id must be a feature (features.ids)")
         _check(not text.fields or self.data.source != "examples", "text.fields", sorted(text.fields),
                "needs the side tables of an event log (data.source synthetic, events or movielens-100k)")
+        _check(not text.ablation or text.fields, "text.ablation", text.ablation,
+               "compares a model with text features and one without: it needs text.fields")
         _check(1 <= text.max_length <= 512 and text.batch_size >= 1 and text.projection_dim >= 1, "text",
                (text.max_length, text.batch_size, text.projection_dim),
                "max_length must be in 1..512, batch_size and projection_dim >= 1")
@@ -459,6 +466,10 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def without_text(self) -> "PipelineConfig":
+        """The same pipeline without text features: the text ablation's model."""
+        return dataclasses.replace(self, text=dataclasses.replace(self.text, fields={}, ablation=False))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

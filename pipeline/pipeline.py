@@ -7,6 +7,9 @@
                                    -> ServingWarmup (loads as TF Serving would, writes warm-up records)
            -> Pusher (the warmed model, if both bless it)
 
+With `text.ablation`, a `no_text_trainer` fits the same model without text features on the same
+splits, and a report-only `no_text_evaluator` measures it overall and on the cold-start slice.
+
 With `baselines`, a second Trainer (`single_task_trainer`) fits one model per task on the same
 transformed splits. With `gate_against: single_task` the release Evaluator compares the multi-task
 model with them task by task; else a report-only `single_task_evaluator` measures them alone (the
@@ -49,6 +52,8 @@ TRAINER_CODE = TRANSFORM_CODE + ("mtrec.models", "mtrec.pipeline.training", "mtr
 SINGLE_TASK_TRAINER = "single_task_trainer"
 SINGLE_TASK_EVALUATOR = "single_task_evaluator"
 TEST_EVALUATOR = "test_evaluator"
+NO_TEXT_TRAINER = "no_text_trainer"  # the text ablation: the same model without text features
+NO_TEXT_EVALUATOR = "no_text_evaluator"
 DEFAULT_SCHEMA = os.path.join(os.path.dirname(schemas.__file__), "schema.pbtxt")
 
 
@@ -159,14 +164,21 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
                             fingerprint=data_fingerprint)
         extra.append(text)
 
-    def trainer_on(custom):
+    def trainer_on(custom, with_text=True):
         return Trainer(
             run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config=custom, text_embeddings=text.outputs["embeddings"] if text else None)
+            custom_config=custom, text_embeddings=text.outputs["embeddings"] if text and with_text else None)
 
     trainer = trainer_on(custom_config)
+    if config.text.ablation:  # overall and on the cold-start slice, what the summary compares
+        without = config.without_text()
+        no_text = trainer_on({**custom_config, "config": without.training_json()}, with_text=False)
+        extra += [no_text.with_id(NO_TEXT_TRAINER),
+                  tfx.components.Evaluator(examples=examples, model=no_text.outputs["model"],
+                                           eval_config=eval_config(dataclasses.replace(without, slices=[]),
+                                                                   gated=False)).with_id(NO_TEXT_EVALUATOR)]
     if config.baselines:
         single_task = trainer_on({**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
         extra.append(single_task)

@@ -21,7 +21,7 @@ from mtrec.components.data_check import load_statistics, missing_counts
 from mtrec.components.text_embedder import META_FILE as TEXT_META
 from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
-from mtrec.pipeline.pipeline import SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
+from mtrec.pipeline.pipeline import NO_TEXT_EVALUATOR, SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
 from mtrec.pipeline.training import RETRIEVAL_LOG, TRAINING_LOG
 from mtrec.reporting.oracle import oracle_auc
 from mtrec.transformed import COLD_START
@@ -108,6 +108,21 @@ def _cold_start(evaluation_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
     gate = {t.name: t.gate_metric for t in output_names(config).values()}
     return {task: {gate[task]: slices[COLD_SLICE].get(gate[task]), "examples": slices[COLD_SLICE].get("example_count")}
             for task, slices in _metrics_by_slice(evaluation_uri, config, "candidate").items() if COLD_SLICE in slices}
+
+
+def text_ablation(with_text_uri: str, without_text_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
+    """{task: {metric, all: {with_text, without_text}, cold: {with_text, without_text}}}: the gated
+    metric of the model and of its text ablation, on all eval impressions and on the cold-start slice."""
+    with_text = _metrics_by_slice(with_text_uri, config, "candidate")
+    without_text = _metrics_by_slice(without_text_uri, config, "candidate")
+    table = {}
+    for task in output_names(config).values():
+        metric = task.gate_metric
+        table[task.name] = {"metric": metric, **{
+            part: {"with_text": with_text[task.name].get(slice_name, {}).get(metric),
+                   "without_text": without_text[task.name].get(slice_name, {}).get(metric)}
+            for part, slice_name in (("all", "overall"), ("cold", COLD_SLICE))}}
+    return table
 
 
 def _failed_gates(evaluation_uri: str, config: PipelineConfig) -> list:
@@ -215,6 +230,9 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
             for task, auc in oracle_auc(examples.uri, oracle_path, config, {i.decode() for i in trained}).items():
                 if task in summary["cold_start"]:
                     summary["cold_start"][task]["oracle_auc"] = auc
+    no_text = get(NO_TEXT_EVALUATOR, "evaluation")
+    if no_text is not None and evaluation is not None:
+        summary["text_ablation"] = text_ablation(evaluation.uri, no_text.uri, config)
     test = get(TEST_EVALUATOR, "evaluation")
     if test is not None:
         summary["test"] = _overall_metrics(test.uri, config)

@@ -73,6 +73,20 @@ def _cold_rows(summary: Dict) -> List[str]:
     return lines
 
 
+def _ablation_rows(summary: Dict) -> List[str]:
+    ablation = summary.get("text_ablation")
+    if not ablation:
+        return []
+    width = max([len("task")] + [len(name) for name in ablation]) + 2
+    lines = ["", "Text ablation: the same model without text features, on all eval impressions and the cold-start slice",
+             f"{'task':<{width}}{'metric':<9}{'text':>9}{'no text':>9}{'cold text':>11}{'no text':>9}"]
+    for task, row in ablation.items():
+        short = next(kind.short for kind in TASK_TYPES.values() if kind.gate_metric == row["metric"])
+        lines.append(f"{task:<{width}}{short:<9}{_number(row['all']['with_text'])}{_number(row['all']['without_text'])}"
+                     f"{_number(row['cold']['with_text'], 11)}{_number(row['cold']['without_text'])}")
+    return lines
+
+
 def format_summary(summary: Dict) -> str:
     """The per-task metrics table, blessing and push destination, for people."""
     lines = [f"\nExamples: {summary.get('examples')}"]
@@ -84,6 +98,7 @@ def format_summary(summary: Dict) -> str:
     lines += _text_line(summary)
     lines += [""] + _task_rows(summary)
     lines += _cold_rows(summary)
+    lines += _ablation_rows(summary)
     if summary.get("stl"):
         width = max([len("task")] + [len(name) for name in summary["stl"]]) + 2
         lines += ["", f"{'task':<{width}}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]

@@ -14,6 +14,8 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+from mtrec.config import SYNTHETIC_TEXT_FIELDS  # noqa: E402
+
 # Tests on `small_run` share one xdist worker, so the run happens once.
 SMALL_RUN = pytest.mark.xdist_group("small_run")
 # xdist groups by their measured time, longest first. Workers take work in collection order (the
@@ -30,7 +32,6 @@ def pytest_collection_modifyitems(items):
         return marker.args[0] if marker and marker.args else None
 
     items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order within a group
-TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"]}
 
 
 class SmallRun:
@@ -44,7 +45,7 @@ def small_run(tmp_path_factory):
     """`mtrec run` on 4000 impressions (3 epochs at batch 512, no quality gates, single-task baselines), trained on
     one device (tests/pipeline/test_distributed.py retrains it under Mirrored and MultiWorkerMirrored), on a log that leaves optional fields out of 6% of its lines (device,
     page, position, category, price, region, signup day), with text features from the items' titles
-    and descriptions and the users' `about`. In a process of its own: LocalDagRunner
+    and descriptions and the users' `about`, and their ablation. In a process of its own: LocalDagRunner
     runs every component in one process, and logical devices must be configured before
     TensorFlow starts there."""
     from mtrec.config import PipelineConfig
@@ -56,7 +57,7 @@ def small_run(tmp_path_factory):
     blanked = missing.blank_log_fields(str(logs), rate=0.06, seed=3)
     raw = PipelineConfig().to_dict()
     raw["training"].update(epochs=3, strategy="one_device", batch_size=512)
-    raw["text"]["fields"] = TEXT_FIELDS
+    raw["text"].update(fields=SYNTHETIC_TEXT_FIELDS, ablation=True)
     raw["baselines"] = True
     for task in raw["tasks"]:
         task["gate"] = {"bound": None, "tolerance": 1e6}  # plumbing, not quality

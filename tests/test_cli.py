@@ -79,6 +79,19 @@ def test_dataset_flags_need_their_companions():
     assert (config.data.split_seed, config.model.architecture, config.model.weighting) == (42, "two_tower", "dwa")
 
 
+def test_text_is_on_for_the_synthetic_log_unless_the_config_file_says(tmp_path):
+    from mtrec import cli
+    from mtrec.config import SYNTHETIC_TEXT_FIELDS
+    parse = lambda *argv: cli.load_config(cli._parser().parse_args(["run", "--work-dir", "w", *argv]))  # noqa: E731
+    assert parse().text.fields == SYNTHETIC_TEXT_FIELDS
+    assert parse("--ablate-text").text.ablation
+    assert parse("--logs", "their-logs").text.fields == {}  # their logs: their fields, when they name them
+    (tmp_path / "off.yaml").write_text("text: {fields: {}}\n")
+    assert parse("--config", str(tmp_path / "off.yaml")).text.fields == {}
+    with pytest.raises(ConfigError, match="text.ablation.*needs text.fields"):
+        parse("--config", str(tmp_path / "off.yaml"), "--ablate-text")
+
+
 def test_beam_args_from_the_command_line_replace_the_configs():
     from mtrec import cli
     args = cli._parser().parse_args(["run", "--work-dir", "w", "--beam-arg=--direct_running_mode=multi_processing",

@@ -63,8 +63,9 @@ def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
             metrics = result["tasks"][task]
             # the oracle is the pipeline run's, on the same eval split
             assert metrics["oracle_auc"] == summary["tasks"][task]["oracle_auc"]
-            # no model beats the generator's truth beyond sampling noise (~1000 eval impressions)
-            assert 0.5 < metrics["auc"] < metrics["oracle_auc"] + 0.05
+            # no model beats the generator's truth beyond sampling noise (~1000 eval impressions,
+            # ~200 of them clicked: like and purchase, where a 3-epoch model may sit at chance)
+            assert (0.5 if task == "click" else 0.4) < metrics["auc"] < metrics["oracle_auc"] + 0.05
         assert 0 < result["tasks"]["dwell"]["rmse"] < 3 * summary["tasks"]["dwell"]["mean_label"]
     # three epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
     assert not report["goal_met"] and report["best"]["worst_gap"] > 0.01

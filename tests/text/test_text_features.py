@@ -1,5 +1,6 @@
 """The TextEmbedder's Beam job (distinct texts once, a cache across runs, bad rows counted) and the
 text-vector layer the models look vectors up with."""
+import glob
 import json
 import os
 
@@ -105,3 +106,20 @@ def test_the_pushed_model_looks_text_vectors_up_by_id_with_core_ops_only(small_r
     assert len(tables) == len(embeddings) == 2
     for _, vectors in embeddings.values():  # row 0 stands for an id not in the catalogue
         assert any(t.shape == (len(vectors) + 1, 384) and np.array_equal(t[1:], vectors) for t in tables)
+
+
+@SMALL_RUN
+def test_the_text_ablation_is_the_same_model_without_text_reported_beside_it(small_run):
+    summary = small_run.summary
+    ablation, cold = summary["text_ablation"], summary["cold_start"]
+    assert set(ablation) == set(cold) == {"click", "like", "purchase", "dwell"}
+    for task, row in ablation.items():
+        metric = row["metric"]
+        assert metric == ("root_mean_squared_error" if task == "dwell" else "auc")
+        assert row["all"]["with_text"] == summary["tasks"][task][metric]  # the release Evaluator's candidate
+        assert row["cold"]["with_text"] == cold[task][metric]
+        assert np.isfinite(row["all"]["without_text"]) and row["cold"]["without_text"] is not None
+    assert ablation["click"]["all"]["with_text"] != ablation["click"]["all"]["without_text"]
+    (model,) = glob.glob(os.path.join(small_run.work_dir, "pipeline", "no_text_trainer", "model", "*", "Format-Serving"))
+    widths = {shape[-1] for _, shape in tf.train.list_variables(os.path.join(model, "variables", "variables")) if shape}
+    assert 384 not in widths  # no text vectors in the ablated model
