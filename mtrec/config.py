@@ -150,6 +150,9 @@ class TextConfig:
         architecture shares them among tasks.
       match: also the cosine of the user's and the item's text vectors (when both tables have
         text; not in two-tower models, whose towers see one side each).
+      reduce_dim: 0 keeps the encoder's vectors (384 floats); N > 0 stores their projection on the
+        catalogue's top N principal directions (one basis for every table, uncentred, so the
+        user-item cosine keeps its meaning): a served table N/384 the size.
       ablation: also train the same model without text features on the same splits, and report
         each task with and without text, on all eval impressions and on the cold-start slice.
     """
@@ -160,6 +163,7 @@ class TextConfig:
     batch_size: int = 64
     projection_dim: int = 16
     match: bool = True
+    reduce_dim: int = 0
     ablation: bool = False
 
     @property
@@ -432,6 +436,7 @@ class PipelineConfig:
                "needs the side tables of an event log (data.source synthetic, events or movielens-100k)")
         _check(not text.ablation or text.fields, "text.ablation", text.ablation,
                "compares a model with text features and one without: it needs text.fields")
+        _check(text.reduce_dim >= 0, "text.reduce_dim", text.reduce_dim, "must be 0 (no reduction) or a dimension")
         _check(1 <= text.max_length <= 512 and text.batch_size >= 1 and text.projection_dim >= 1, "text",
                (text.max_length, text.batch_size, text.projection_dim),
                "max_length must be in 1..512, batch_size and projection_dim >= 1")
@@ -485,7 +490,8 @@ class PipelineConfig:
     def _text_inputs(self) -> dict:
         """The text settings the model depends on (the encoder's are the TextEmbedder's)."""
         text = self.text
-        return {"fields": text.fields, "projection_dim": text.projection_dim, "match": text.match}
+        return {"fields": text.fields, "projection_dim": text.projection_dim, "match": text.match,
+                "reduce_dim": text.reduce_dim}
 
     def transform_json(self) -> str:
         """Only what Transform reads (features and label keys): a new architecture, weighting or

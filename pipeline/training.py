@@ -62,7 +62,19 @@ def text_tables(config: PipelineConfig, uri: Optional[str]) -> Optional[TextTabl
             vectors[TEXT_TABLES[table]] = (ids, table_vectors)
         else:
             logging.warning("No %s row has text in %s: no text features from it", table, config.text.fields[table])
+    if config.text.reduce_dim and vectors:
+        basis = principal_directions(np.concatenate([v for _, v in vectors.values()]), config.text.reduce_dim)
+        vectors = {name: (ids, table_vectors @ basis) for name, (ids, table_vectors) in vectors.items()}
     return TextTables(vectors, config.text.projection_dim, config.text.match)
+
+
+def principal_directions(vectors: np.ndarray, count: int) -> np.ndarray:
+    """[d, count]: the top `count` eigenvectors of vectors' second moment (a truncated SVD, no
+    centring: projections keep dot products, so cosines, as well as `count` dimensions can)."""
+    if count > vectors.shape[1]:
+        raise ValueError(f"text.reduce_dim={count} is more than the encoder's {vectors.shape[1]} dimensions")
+    _, eigenvectors = np.linalg.eigh(vectors.T.astype(np.float64) @ vectors)  # ascending eigenvalues
+    return eigenvectors[:, ::-1][:, :count].astype(np.float32)
 
 
 def single_task_config(config: PipelineConfig, task: TaskConfig) -> PipelineConfig:

@@ -123,3 +123,20 @@ def test_the_text_ablation_is_the_same_model_without_text_reported_beside_it(sma
     (model,) = glob.glob(os.path.join(small_run.work_dir, "pipeline", "no_text_trainer", "model", "*", "Format-Serving"))
     widths = {shape[-1] for _, shape in tf.train.list_variables(os.path.join(model, "variables", "variables")) if shape}
     assert 384 not in widths  # no text vectors in the ablated model
+
+
+def test_reduced_vectors_keep_dot_products_and_cosines_as_far_as_their_dimensions_can():
+    from mtrec.pipeline.training import principal_directions
+
+    rng = np.random.default_rng(0)
+    low_rank = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 384))  # 8 directions carry everything
+    basis = principal_directions(low_rank, 8)
+    assert basis.shape == (384, 8)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-5)
+    reduced = low_rank @ basis
+    np.testing.assert_allclose(reduced @ reduced.T, low_rank @ low_rank.T, rtol=1e-3, atol=1e-2)
+    noisy = low_rank + rng.normal(scale=0.01, size=low_rank.shape)
+    top, rest = noisy @ principal_directions(noisy, 8), noisy @ principal_directions(noisy, 16)[:, 8:]
+    assert np.linalg.norm(top) > 50 * np.linalg.norm(rest)  # the largest directions come first
+    with pytest.raises(ValueError, match="text.reduce_dim=400 is more than the encoder's 384"):
+        principal_directions(low_rank, 400)
