@@ -34,6 +34,7 @@ class _ProgressHandler(logging.Handler):
     def __init__(self, emit: Callable[[str], None], heartbeat: float = 30.0):
         super().__init__(logging.INFO)
         self._emit, self._started, self.current = emit, {}, None
+        self.seconds: Dict[str, float] = {}  # each finished component's wall time, in run order
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, args=(heartbeat,), daemon=True)
         self._ticker.start()
@@ -58,7 +59,8 @@ class _ProgressHandler(logging.Handler):
                 self._emit(f"  {node} ...")
             else:
                 self.current = None
-                self._emit(f"  {node} done in {time.time() - self._started.get(node, time.time()):.1f}s")
+                self.seconds[node] = round(time.time() - self._started.get(node, time.time()), 1)
+                self._emit(f"  {node} done in {self.seconds[node]:.1f}s")
         elif message.startswith(PROGRESS):
             self._emit(f"    {message[len(PROGRESS):]}")
         elif "A cached execution" in message:
@@ -134,6 +136,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         absl_logger.propagate = previous[1]
     summary = summarize(paths.metadata, config, data_dir)
     summary["wall_time_s"] = round(time.time() - started, 1)
+    summary["stage_seconds"] = handler.seconds  # a component TFX's cache served takes about 0 s
     summary["plot"] = plot_summary(summary, os.path.join(work_dir, PLOT_FILE))
     with open(os.path.join(work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=False)

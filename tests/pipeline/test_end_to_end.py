@@ -106,8 +106,11 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
     with open(os.path.join(str(work_dir), runner.SUMMARY_FILE)) as f:
         written = json.load(f)
     for key in ("input_lines", "examples", "dead_letter", "tasks", "blessed", "pushed_model", "missing_values",
-                "split_protocol", "cold_start"):
+                "split_protocol", "cold_start", "wall_time_s", "stage_seconds"):
         assert key in written
+    stages = written["stage_seconds"]
+    assert {"LogExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(stages)
+    assert stages["Trainer"] > 1 and sum(stages.values()) <= written["wall_time_s"]
     assert written["split_protocol"] == {"by": "time", "eval_days": 1, "test_days": 0, "trained_on": "train",
                                          "early_stopping_on": "eval", "gated_on": "eval", "reported": ["eval"]}
     assert "test" not in written  # no test split asked for
