@@ -57,34 +57,34 @@ def _text_line(summary: Dict) -> List[str]:
             f"{text['texts_from_cache']} from the cache ({text['seconds']:.0f}s)"]
 
 
+def _block(title: str, header: str, rows: Dict[str, str]) -> List[str]:
+    """A table of one row per task, after a blank line and `title` (if any): `header` and each
+    row's cells follow the task column."""
+    width = max([len("task")] + [len(name) for name in rows]) + 2
+    return ["", *([title] if title else []), f"{'task':<{width}}{header}"] + [
+        f"{task:<{width}}{cells}" for task, cells in rows.items()]
+
+
 def _cold_rows(summary: Dict) -> List[str]:
-    cold = summary.get("cold_start")
-    if not cold:
-        return []
-    width = max([len("task")] + [len(name) for name in cold]) + 2
-    lines = ["", "Cold start: eval impressions of items no training example had",
-             f"{'task':<{width}}{'metric':<9}{'cold':>9}{'oracle':>9}{'gap':>9}{'examples':>10}"]
-    for task, metrics in cold.items():
+    rows = {}
+    for task, metrics in (summary.get("cold_start") or {}).items():
         kind = task_kind(metrics)
         value, oracle = metrics.get(kind.gate_metric), metrics.get("oracle_auc")
         gap = oracle - value if isinstance(value, float) and isinstance(oracle, float) else None
-        lines.append(f"{task:<{width}}{kind.short:<9}{_number(value)}{_number(oracle)}{_number(gap)}"
-                     f"{_number(metrics.get('examples'), 10, 0)}")
-    return lines
+        rows[task] = f"{kind.short:<9}{_number(value)}{_number(oracle)}{_number(gap)}{_number(metrics.get('examples'), 10, 0)}"
+    header = f"{'metric':<9}{'cold':>9}{'oracle':>9}{'gap':>9}{'examples':>10}"
+    return _block("Cold start: eval impressions of items no training example had", header, rows) if rows else []
 
 
 def _ablation_rows(summary: Dict) -> List[str]:
-    ablation = summary.get("text_ablation")
-    if not ablation:
-        return []
-    width = max([len("task")] + [len(name) for name in ablation]) + 2
-    lines = ["", "Text ablation: the same model without text features, on all eval impressions and the cold-start slice",
-             f"{'task':<{width}}{'metric':<9}{'text':>9}{'no text':>9}{'cold text':>11}{'no text':>9}"]
-    for task, row in ablation.items():
+    rows = {}
+    for task, row in (summary.get("text_ablation") or {}).items():
         short = next(kind.short for kind in TASK_TYPES.values() if kind.gate_metric == row["metric"])
-        lines.append(f"{task:<{width}}{short:<9}{_number(row['all']['with_text'])}{_number(row['all']['without_text'])}"
-                     f"{_number(row['cold']['with_text'], 11)}{_number(row['cold']['without_text'])}")
-    return lines
+        rows[task] = (f"{short:<9}{_number(row['all']['with_text'])}{_number(row['all']['without_text'])}"
+                      f"{_number(row['cold']['with_text'], 11)}{_number(row['cold']['without_text'])}")
+    header = f"{'metric':<9}{'text':>9}{'no text':>9}{'cold text':>11}{'no text':>9}"
+    title = "Text ablation: the same model without text features, on all eval impressions and the cold-start slice"
+    return _block(title, header, rows) if rows else []
 
 
 def format_summary(summary: Dict) -> str:
@@ -100,11 +100,10 @@ def format_summary(summary: Dict) -> str:
     lines += _cold_rows(summary)
     lines += _ablation_rows(summary)
     if summary.get("stl"):
-        width = max([len("task")] + [len(name) for name in summary["stl"]]) + 2
-        lines += ["", f"{'task':<{width}}{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}"]
-        for task, row in summary["stl"].items():
-            flag = "  negative transfer" if row["negative_transfer"] else ""
-            lines.append(f"{task:<{width}}{row['metric']:<24}{row['mtl']:>9.4f}{row['stl']:>9.4f}{row['delta']:>+9.4f}{flag}")
+        lines += _block("", f"{'metric':<24}{'MTL':>9}{'STL':>9}{'delta':>9}", {
+            task: f"{row['metric']:<24}{row['mtl']:>9.4f}{row['stl']:>9.4f}{row['delta']:>+9.4f}"
+                  + ("  negative transfer" if row["negative_transfer"] else "")
+            for task, row in summary["stl"].items()})
     if summary.get("tfrs_tutorial"):
         ours = summary.get("tfrs_comparison") or {"joint": {"top_100": summary.get("retrieval_top100"),
                                                             "rmse": summary.get("rmse")}}
