@@ -133,6 +133,31 @@ class SentenceEncoderHandler(ModelHandler):
         return list(vectors)
 
 
+class EncodeTexts(beam.PTransform):
+    """(key, text) pairs -> one JSON line [key, base64 float32 vector] per distinct key: each text
+    encoded once, by RunInference with the MiniLM encoder (`SentenceEncoderHandler`); read back with
+    `read_vectors`. Keys are the texts' hashes (`text_hash`), so a text is a key."""
+
+    def __init__(self, encoder_path: Optional[str], max_length: int, batch_size: int):
+        super().__init__()
+        self.handler = SentenceEncoderHandler(encoder_path, max_length, batch_size)
+
+    def expand(self, pairs):
+        return (pairs
+                | "Distinct" >> beam.CombinePerKey(lambda texts: next(iter(texts)))
+                | "Encode" >> RunInference(KeyedModelHandler(self.handler))
+                | "Serialize" >> beam.Map(lambda kv: json.dumps([kv[0], _encode_b64(kv[1])])))
+
+
+def read_vectors(pattern: str) -> Dict[str, np.ndarray]:
+    """{key: vector} from the files `EncodeTexts`' lines were written to."""
+    vectors = {}
+    for path in tf.io.gfile.glob(pattern):
+        with tf.io.gfile.GFile(path) as f:
+            vectors.update((key, _decode_b64(v)) for key, v in map(json.loads, f))
+    return vectors
+
+
 def _encode_b64(vector: np.ndarray) -> str:
     return base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode()
 
@@ -204,18 +229,13 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
     (rows | "AllTexts" >> beam.Flatten()
      | "ByHash" >> beam.Map(lambda r: (r[1], r[2]))
      | "NotCached" >> beam.Filter(lambda pair, known: pair[0] not in known, known)
-     | "Distinct" >> beam.CombinePerKey(lambda texts: next(iter(texts)))
-     | "Encode" >> RunInference(KeyedModelHandler(SentenceEncoderHandler(encoder_path, max_length, batch_size)))
-     | "Serialize" >> beam.Map(lambda kv: json.dumps([kv[0], _encode_b64(kv[1])]))
+     | "Encode" >> EncodeTexts(encoder_path, max_length, batch_size)
      | "WriteVectors" >> beam.io.WriteToText(os.path.join(scratch, "vectors"), file_name_suffix=".jsonl"))
     result = p.run()
     result.wait_until_finish()
     counters = read_counters(result, NAMESPACE)
 
-    new = {}
-    for path in tf.io.gfile.glob(os.path.join(scratch, "vectors*.jsonl")):
-        with tf.io.gfile.GFile(path) as f:
-            new.update((h, _decode_b64(v)) for h, v in map(json.loads, f))
+    new = read_vectors(os.path.join(scratch, "vectors*.jsonl"))
     if cached_dir and new:
         tf.io.gfile.makedirs(cached_dir)
         _write_npz(os.path.join(cached_dir, f"vectors-{uuid.uuid4().hex}.npz"), hashes=np.array(sorted(new)),

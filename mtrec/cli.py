@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="encode a text field of a JSONL/CSV file with the MiniLM encoder",
                                 description="Write each row of FILE (JSONL or CSV) with `embedding`: the 384 floats "
                                             "all-MiniLM-L6-v2 gives its text field, in input order. Rows without "
-                                            "the field get null; unreadable rows go to OUT.dead_letter.jsonl.")
+                                            "the field get null; unreadable rows go to OUT.dead_letter.jsonl. "
+                                            "The encoding runs on Beam (RunInference), DirectRunner by default.")
     embed.add_argument("--input", required=True, metavar="FILE", help="JSONL (one object a line) or CSV with a header")
     embed.add_argument("--field", required=True, metavar="NAME", help="the text field to encode")
     embed.add_argument("--out", required=True, metavar="FILE", help="JSONL to write")
@@ -99,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument("--encoder-path", help="a sentence-transformers BERT directory (default: the installed "
                                                "all-MiniLM-L6-v2 wheel's files)")
+    embed.add_argument("--beam-arg", action="append", dest="beam_args", metavar="ARG",
+                       help="Beam pipeline argument for the encoding job, repeatable (default: DirectRunner in this "
+                            "process), e.g. --beam-arg=--runner=DataflowRunner")
     serving_commands.add_commands(commands)
     _kfp_parser(commands)
     return parser
@@ -312,7 +316,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from mtrec.text.embed import embed_file
 
             counts = embed_file(args.input, args.field, args.out, args.max_length, args.batch_size, args.encoder_path,
-                                progress=lambda line: print(line, file=sys.stderr, flush=True))
+                                progress=lambda line: print(line, file=sys.stderr, flush=True),
+                                beam_args=args.beam_args)
             dead = counts["dead_letter"]
             print(f"Wrote {args.out}: {counts['embedded']} rows embedded, {counts['missing']} without {args.field!r}, "
                   f"{dead['total']} dead-lettered {dead['by_reason'] or ''}; {counts['texts_encoded']} distinct texts "

@@ -7,6 +7,10 @@ mtrec: written with `"embedding": null`. A row that cannot be read (bad JSON, no
 whose field is not a string is counted and kept in the dead-letter file beside the output
 (`OUT.dead_letter.jsonl`: line, reason, raw line), not written. A text seen before is not
 encoded again.
+
+The encoding is a Beam job, the TextEmbedder's transform (`EncodeTexts`: RunInference, each
+distinct text once), on DirectRunner here or any runner `beam_args` name (Dataflow workers encode
+in parallel); the command reads the rows, keeps their order and writes them.
 """
 from __future__ import annotations
 
@@ -14,14 +18,21 @@ import collections
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mtrec.components.text_embedder import EncodeTexts, read_vectors, text_hash
 from mtrec.data.missing import NA_CELLS
-from mtrec.text.minilm import DEFAULT_MAX_LENGTH, SentenceEncoder
+from mtrec.text.minilm import DEFAULT_MAX_LENGTH, MINILM_SHA256, check_files, default_encoder_path
 
 EMBEDDING = "embedding"
-PROGRESS_EVERY_S = 10.0
+DIRECT = ["--direct_running_mode=in_memory"]  # Beam's DirectRunner in this process, the default
 
 
 def dead_letter_path(out: str) -> str:
@@ -52,7 +63,8 @@ def _records(path: str) -> Iterator[Tuple[int, str, Optional[dict], Optional[Tup
 
 
 def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = 64,
-               encoder_path: Optional[str] = None, progress: Callable[[str], None] = print) -> Dict:
+               encoder_path: Optional[str] = None, progress: Callable[[str], None] = print,
+               beam_args: Optional[List[str]] = None) -> Dict:
     """Writes `out` (and its dead letters); returns the counts: rows, embedded, missing, distinct
     texts encoded, dead_letter {total, by_reason}, seconds."""
     if not os.path.isfile(input_path):
@@ -72,16 +84,14 @@ def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_
         else:
             rows.append(row)
 
-    encoder = SentenceEncoder(encoder_path, max_length=max_length, batch_size=batch_size)
+    checksum = check_files(encoder_path or default_encoder_path(), None if encoder_path else MINILM_SHA256)
     texts = list(dict.fromkeys(row[field] for row in rows if row.get(field) is not None))
-    started, last, vectors = time.time(), time.time(), []
-    for batch in encoder.encode_batches(texts):
-        vectors.extend(batch)
-        if time.time() - last >= PROGRESS_EVERY_S:
-            last = time.time()
-            progress(f"embed: {len(vectors)}/{len(texts)} texts, {len(vectors) / (last - started):.0f} texts/s")
+    progress(f"embed: encoding {len(texts)} distinct texts on Beam ({' '.join(beam_args or DIRECT)})")
+    started = time.time()
+    by_hash = encode_on_beam(texts, os.path.dirname(os.path.abspath(out)), encoder_path, max_length, batch_size,
+                             beam_args or DIRECT) if texts else {}
     seconds = time.time() - started
-    by_text = dict(zip(texts, vectors))
+    by_text = {text: by_hash[text_hash(text)] for text in texts}
 
     counts = {"rows": len(records), "embedded": 0, "missing": 0, "texts_encoded": len(texts)}
     with open(out, "w", encoding="utf-8") as f:
@@ -94,5 +104,20 @@ def embed_file(input_path: str, field: str, out: str, max_length: int = DEFAULT_
         for record in dead:
             f.write(json.dumps(record) + "\n")
     counts.update(dead_letter={"total": len(dead), "by_reason": dict(reasons)}, seconds=round(seconds, 2),
-                  texts_per_s=round(len(texts) / seconds, 1) if seconds else None, encoder_sha256=encoder.checksum)
+                  texts_per_s=round(len(texts) / seconds, 1) if seconds else None, encoder_sha256=checksum)
     return counts
+
+
+def encode_on_beam(texts: List[str], scratch_parent: str, encoder_path: Optional[str], max_length: int,
+                   batch_size: int, beam_args: List[str]) -> Dict[str, np.ndarray]:
+    """{text sha256: vector} of `texts`, encoded by the TextEmbedder's Beam transform (RunInference,
+    each text once) on the runner `beam_args` choose; the launcher keeps the rows and their order."""
+    scratch = tempfile.mkdtemp(prefix=".embed-", dir=scratch_parent)
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+            (p | "Texts" >> beam.Create([(text_hash(t), t) for t in texts])
+             | "Encode" >> EncodeTexts(encoder_path, max_length, batch_size)
+             | "Write" >> beam.io.WriteToText(os.path.join(scratch, "vectors"), file_name_suffix=".jsonl"))
+        return read_vectors(os.path.join(scratch, "vectors*.jsonl"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

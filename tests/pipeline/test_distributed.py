@@ -34,9 +34,10 @@ def recorded_trainer(metadata: str):
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = metadata
     store = metadata_store.MetadataStore(connection)
-    execution = [e for e in store.get_executions_by_type(TRAINER)
-                 if e.last_known_state == metadata_store_pb2.Execution.COMPLETE
-                 and "single_task" not in e.custom_properties["custom_config"].string_value][-1]
+    # the node named Trainer: the single-task and no-text Trainers are of the same type
+    node = next(c for c in store.get_contexts_by_type("node") if c.name.split(".", 1)[-1] == "Trainer")
+    execution = [e for e in store.get_executions_by_context(node.id)
+                 if e.last_known_state == metadata_store_pb2.Execution.COMPLETE][-1]
     events = store.get_events_by_execution_ids([execution.id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     types = {t.id: t for t in store.get_artifact_types_by_id(list({a.type_id for a in artifacts.values()}))}
