@@ -18,13 +18,14 @@ import collections
 import csv
 import json
 import os
-import shutil
 import tempfile
 import time
+import uuid
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mtrec.components.text_embedder import EncodeTexts, read_vectors, text_hash
@@ -112,12 +113,17 @@ def encode_on_beam(texts: List[str], scratch_parent: str, encoder_path: Optional
                    batch_size: int, beam_args: List[str]) -> Dict[str, np.ndarray]:
     """{text sha256: vector} of `texts`, encoded by the TextEmbedder's Beam transform (RunInference,
     each text once) on the runner `beam_args` choose; the launcher keeps the rows and their order."""
-    scratch = tempfile.mkdtemp(prefix=".embed-", dir=scratch_parent)
+    options = PipelineOptions(beam_args)
+    # remote workers write where the runner's temp_location says (storage they share), else beside OUT
+    shared = options.get_all_options().get("temp_location")
+    scratch = (os.path.join(shared, f"embed-{uuid.uuid4().hex}") if shared
+               else tempfile.mkdtemp(prefix=".embed-", dir=scratch_parent))
     try:
-        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        with beam.Pipeline(options=options) as p:
             (p | "Texts" >> beam.Create([(text_hash(t), t) for t in texts])
              | "Encode" >> EncodeTexts(encoder_path, max_length, batch_size)
              | "Write" >> beam.io.WriteToText(os.path.join(scratch, "vectors"), file_name_suffix=".jsonl"))
         return read_vectors(os.path.join(scratch, "vectors*.jsonl"))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if tf.io.gfile.exists(scratch):
+            tf.io.gfile.rmtree(scratch)
