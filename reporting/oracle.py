@@ -36,14 +36,20 @@ def _single_value(feature: tf.train.Feature):
     return values[0] if len(values) else float("nan")
 
 
-def oracle_auc(examples_uri: str, oracle_path: str, config: PipelineConfig,
-               trained_items: Optional[Set[str]] = None) -> Dict[str, float]:
-    """{binary task: oracle AUC on the eval split}, for tasks whose label the oracle knows. With
-    `trained_items`, on the cold-start slice only: impressions of items not among them."""
+def oracle_auc(examples_uri: str, oracle_path: str, config: PipelineConfig) -> Dict[str, float]:
+    """{binary task: oracle AUC on the eval split}, for tasks whose label the oracle knows."""
+    return oracle_aucs(examples_uri, oracle_path, config)["overall"]
+
+
+def oracle_aucs(examples_uri: str, oracle_path: str, config: PipelineConfig,
+                trained_items: Optional[Set[str]] = None) -> Dict[str, Dict[str, float]]:
+    """{"overall": {task: oracle AUC}, "cold_start": {task: oracle AUC}} from one read of the eval
+    split; the cold-start slice (impressions of items not in `trained_items`) only when given."""
+    result = {"overall": {}, "cold_start": {}}
     oracle = read_oracle(oracle_path)
     tasks = [t for t in config.tasks if t.type == BINARY and t.label in oracle]
     if not tasks:
-        return {}
+        return result
     item_key = config.features.cold_start_key
     eval_split = read_split(examples_uri, "eval", config.label_keys + ([item_key] if trained_items is not None else []))
     ids = eval_split["impression_id"]
@@ -51,15 +57,16 @@ def oracle_auc(examples_uri: str, oracle_path: str, config: PipelineConfig,
     index = order[np.minimum(np.searchsorted(oracle["impression_id"], ids, sorter=order), len(order) - 1)]
     if not np.array_equal(oracle["impression_id"][index], ids):
         logging.warning("%s does not cover every eval impression; no oracle AUC reported", oracle_path)
-        return {}
-    kept = np.ones(len(ids), bool)
-    if trained_items is not None:
-        kept = np.array([item.decode() not in trained_items if isinstance(item, bytes) else True
-                         for item in eval_split[item_key]])
-    result = {}
-    for task in tasks:
-        labels = eval_split[task.label][kept]
-        weight = eval_split[task.given][kept] if task.given else np.ones(len(labels))
-        if len(np.unique(labels[weight > 0])) == 2:  # an AUC needs both classes
-            result[task.name] = float(roc_auc_score(labels, oracle[task.label][index][kept], sample_weight=weight))
+        return result
+    subsets = {"overall": np.ones(len(ids), bool)}
+    if trained_items is not None:  # an impression without an item id is cold too, as in the model
+        subsets["cold_start"] = np.array([not isinstance(item, bytes) or item.decode() not in trained_items
+                                          for item in eval_split[item_key]])
+    for subset, kept in subsets.items():
+        for task in tasks:
+            labels = eval_split[task.label][kept]
+            weight = eval_split[task.given][kept] if task.given else np.ones(len(labels))
+            if len(np.unique(labels[weight > 0])) == 2:  # an AUC needs both classes
+                result[subset][task.name] = float(roc_auc_score(labels, oracle[task.label][index][kept],
+                                                                sample_weight=weight))
     return result

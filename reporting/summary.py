@@ -23,7 +23,7 @@ from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
 from mtrec.pipeline.pipeline import NO_TEXT_EVALUATOR, SINGLE_TASK_EVALUATOR, SINGLE_TASK_TRAINER, TEST_EVALUATOR
 from mtrec.pipeline.training import RETRIEVAL_LOG, TRAINING_LOG
-from mtrec.reporting.oracle import oracle_auc
+from mtrec.reporting.oracle import oracle_aucs
 from mtrec.transformed import COLD_START
 
 # Published results of the TFRS multitask tutorial (MovieLens 100K, random 80/20 split, seed 42):
@@ -92,29 +92,34 @@ def _metrics_by_slice(evaluation_uri: str, config: PipelineConfig, model: str) -
                      for slice_name, metrics in found[t.name].items()} for t in tasks.values()}
 
 
-def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "candidate") -> Dict[str, Dict]:
-    """{task: {metric: value, "slices": {slice: gated metric}}} of `model` (candidate or baseline);
-    the configured slices (the cold-start slice is `_cold_start`'s)."""
+def _overall(by_slice: Dict[str, Dict[str, Dict]], config: PipelineConfig) -> Dict[str, Dict]:
+    """{task: {metric: value, "slices": {slice: gated metric}}} from `_metrics_by_slice`: the
+    configured slices (the cold-start slice is `_cold_start`'s)."""
     gate = {t.name: t.gate_metric for t in output_names(config).values()}
     return {task: {**slices.get("overall", {}),
                    "slices": {name: m[gate[task]] for name, m in sorted(slices.items())
                               if name not in ("overall", COLD_SLICE) and gate[task] in m}}
-            for task, slices in _metrics_by_slice(evaluation_uri, config, model).items()}
+            for task, slices in by_slice.items()}
 
 
-def _cold_start(evaluation_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
+def _overall_metrics(evaluation_uri: str, config: PipelineConfig, model: str = "candidate") -> Dict[str, Dict]:
+    """`_overall` of `model` (candidate or baseline) in an evaluation."""
+    return _overall(_metrics_by_slice(evaluation_uri, config, model), config)
+
+
+def _cold_start(by_slice: Dict[str, Dict[str, Dict]], config: PipelineConfig) -> Dict[str, Dict]:
     """{task: {gated metric: value, "examples": weighted count}} on the impressions of items no
-    training example had."""
+    training example had, from `_metrics_by_slice`."""
     gate = {t.name: t.gate_metric for t in output_names(config).values()}
     return {task: {gate[task]: slices[COLD_SLICE].get(gate[task]), "examples": slices[COLD_SLICE].get("example_count")}
-            for task, slices in _metrics_by_slice(evaluation_uri, config, "candidate").items() if COLD_SLICE in slices}
+            for task, slices in by_slice.items() if COLD_SLICE in slices}
 
 
-def text_ablation(with_text_uri: str, without_text_uri: str, config: PipelineConfig) -> Dict[str, Dict]:
+def text_ablation(with_text: Dict[str, Dict[str, Dict]], without_text: Dict[str, Dict[str, Dict]],
+                  config: PipelineConfig) -> Dict[str, Dict]:
     """{task: {metric, all: {with_text, without_text}, cold: {with_text, without_text}}}: the gated
-    metric of the model and of its text ablation, on all eval impressions and on the cold-start slice."""
-    with_text = _metrics_by_slice(with_text_uri, config, "candidate")
-    without_text = _metrics_by_slice(without_text_uri, config, "candidate")
+    metric of the model and of its text ablation (each `_metrics_by_slice`), on all eval
+    impressions and on the cold-start slice."""
     table = {}
     for task in output_names(config).values():
         metric = task.gate_metric
@@ -215,24 +220,27 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
     summary["split_protocol"] = split_protocol(config)
 
     evaluation = get("Evaluator", "evaluation")
-    summary["tasks"] = _overall_metrics(evaluation.uri, config) if evaluation is not None else {}
+    candidate = _metrics_by_slice(evaluation.uri, config, "candidate") if evaluation is not None else {}
+    summary["tasks"] = _overall(candidate, config)
+    cold_key = config.features.cold_start_key
+    if evaluation is not None and cold_key:
+        summary["cold_start"] = _cold_start(candidate, config)
     oracle_path = os.path.join(data_dir, "oracle.csv") if data_dir else None
     if examples is not None and oracle_path and os.path.exists(oracle_path):
-        for task, auc in oracle_auc(examples.uri, oracle_path, config).items():
+        transform = get("Transform", "transform_graph")
+        trained = ({i.decode() for i in tft.TFTransformOutput(transform.uri).vocabulary_by_name(cold_key)}
+                   if summary.get("cold_start") and transform is not None else None)
+        oracle = oracle_aucs(examples.uri, oracle_path, config, trained)
+        for task, auc in oracle["overall"].items():
             summary["tasks"][task]["oracle_auc"] = auc
             if "auc" in summary["tasks"][task]:
                 summary["tasks"][task]["gap_to_oracle"] = auc - summary["tasks"][task]["auc"]
-    if evaluation is not None and config.features.cold_start_key:
-        summary["cold_start"] = _cold_start(evaluation.uri, config)
-        transform = get("Transform", "transform_graph")
-        if summary["cold_start"] and transform is not None and examples is not None and os.path.exists(oracle_path or ""):
-            trained = tft.TFTransformOutput(transform.uri).vocabulary_by_name(config.features.cold_start_key)
-            for task, auc in oracle_auc(examples.uri, oracle_path, config, {i.decode() for i in trained}).items():
-                if task in summary["cold_start"]:
-                    summary["cold_start"][task]["oracle_auc"] = auc
+        for task, auc in oracle["cold_start"].items():
+            if task in summary["cold_start"]:
+                summary["cold_start"][task]["oracle_auc"] = auc
     no_text = get(NO_TEXT_EVALUATOR, "evaluation")
     if no_text is not None and evaluation is not None:
-        summary["text_ablation"] = text_ablation(evaluation.uri, no_text.uri, config)
+        summary["text_ablation"] = text_ablation(candidate, _metrics_by_slice(no_text.uri, config, "candidate"), config)
     test = get(TEST_EVALUATOR, "evaluation")
     if test is not None:
         summary["test"] = _overall_metrics(test.uri, config)
