@@ -6,14 +6,18 @@ of `REASONS`, so input lines = lines joined into examples + dead-letter lines, e
 """
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime
 import json
 from typing import Dict, Iterable, List, Optional, Tuple
 
 IMPRESSION = "impression"
-RESPONSES = ("click", "like", "purchase", "dwell", "rating")
-POST_CLICK = ("like", "purchase", "dwell")
+RESPONSES = ("click", "like", "purchase", "dwell", "rating", "review")
+POST_CLICK = ("like", "purchase", "dwell", "review")
+# What `join_impression` returns beside features and labels: bookkeeping, never written as a feature.
+NON_FEATURES = ("lines", "review")
+REVIEW_POSITIVE_STARS = 4  # a review of this many stars or more is positive (`review_positive`)
 EVENT_TYPES = (IMPRESSION,) + RESPONSES
 
 REASONS = (
@@ -40,16 +44,17 @@ _EVENT_FIELDS = {
     "purchase": {"impression_id": str},
     "dwell": {"impression_id": str, "dwell_ms": float},
     "rating": {"impression_id": str, "value": float},  # an explicit rating (MovieLens), no click needed
+    "review": {"impression_id": str, "stars": int, "text": str},  # written after the response it describes
 }
 ITEM_FIELDS = {"item_id": str, "category": str, "price": float, "title": str}
 USER_FIELDS = {"user_id": str, "age_bucket": str, "region": str, "signup_day": str}
 # Fields a log may leave out (absent, null or an empty CSV cell): the example then lacks the feature
 # and Transform treats it as missing. Ids, event types and timestamps stay required.
 OPTIONAL_FIELDS = frozenset({"position", "device", "page", "category", "price", "title", "age_bucket", "region",
-                             "signup_day"})
+                             "signup_day", "text"})
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 CSV_EVENT_COLUMNS = ("event", "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "dwell_ms",
-                     "value")
+                     "value", "stars", "text")
 
 
 class BadRecord(ValueError):
@@ -143,6 +148,8 @@ def parse_event(record: dict, from_text: bool = False) -> dict:
     event = _typed(record, _EVENT_FIELDS[kind], from_text)
     event["ts"] = parse_timestamp(record.get("ts"))
     event["event"] = kind
+    if kind == "review" and not 1 <= event["stars"] <= 5:
+        raise BadRecord("wrong_type", f"'stars'={event['stars']!r} is not 1..5")
     return event
 
 
@@ -172,8 +179,9 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
     Returns:
       (example or None, [(reason, detail, raw line) for every line refused]). The example carries
       features, entire-space labels (like and purchase are 0 unless clicked; dwell in seconds; rating 0
-      when unrated) and
-      `lines`, how many input lines it consumed.
+      when unrated; `review_positive` only where a review was written, missing elsewhere),
+      `lines`, how many input lines it consumed, and `review`, (ts, text) of the impression's review
+      or None: not a feature (it comes after the impression), the item's review for later examples.
     """
     events = sorted(events, key=lambda pair: (pair[0]["ts"], pair[1]))
     first: Dict[str, Tuple[dict, str]] = {}
@@ -216,9 +224,17 @@ def join_impression(events: Iterable[Tuple[dict, str]], users: Dict[str, dict], 
         "purchase": int("purchase" in first),
         "dwell": first["dwell"][0]["dwell_ms"] / 1000.0 if "dwell" in first else 0.0,
         "rating": first["rating"][0]["value"] if "rating" in first else 0.0,
+        "review_positive": int(first["review"][0]["stars"] >= REVIEW_POSITIVE_STARS) if "review" in first else None,
+        "review": (first["review"][0]["ts"], first["review"][0]["text"]) if "review" in first else None,
         "lines": len(first),
     }
     return example, refused
+
+
+def reviews_before(example: dict, review_times: Dict[str, List[int]]) -> int:
+    """How many reviews of the example's item were written strictly before its impression, from
+    each item's sorted review timestamps: its own review, written after it, is never one."""
+    return bisect.bisect_left(review_times.get(example["item_id"], []), example["ts"])
 
 
 def day_of(ts: int) -> int:

@@ -29,17 +29,24 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from mtrec.components import events as ev
 from mtrec.terminal import PROGRESS
+from mtrec.transformed import REVIEWS_BEFORE
 
 NAMESPACE = "mtrec.ingest"
 SPLITS = ("train", "eval", "test")  # test only when test_days / test_percent ask for it
 TABLES = ("events", "items", "users")
-NON_FEATURES = ("lines",)
+REVIEWS_FILE = "reviews"  # reviews-*.jsonl in the Reviews artifact
 
 
 class DeadLetter(types.Artifact):
     """Refused input lines as JSONL (`dead_letter-*.jsonl`: source, reason, detail, line) and `counts.json`."""
 
     TYPE_NAME = "mtrec.DeadLetter"
+
+
+class Reviews(types.Artifact):
+    """The reviews joined into examples, as JSONL (`reviews-*.jsonl`: impression_id, item_id, ts, text)."""
+
+    TYPE_NAME = "mtrec.Reviews"
 
 
 class LogExampleGenSpec(types.ComponentSpec):
@@ -59,6 +66,7 @@ class LogExampleGenSpec(types.ComponentSpec):
     OUTPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "dead_letter": ChannelParameter(type=DeadLetter),
+        "reviews": ChannelParameter(type=Reviews),
     }
 
 
@@ -144,13 +152,27 @@ class _Join(beam.DoFn):
             yield example
 
 
+def review_row(example: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The example's review as a row of the reviews artifact (none if it has no review)."""
+    if example["review"] is None:
+        return []
+    ts, text = example["review"]
+    return [{"impression_id": example["impression_id"], "item_id": example["item_id"], "ts": ts, "text": text}]
+
+
+def _with_reviews_before(example, review_times):
+    if example["review"] is not None:
+        Metrics.counter(NAMESPACE, "reviews").inc()
+    return {**example, REVIEWS_BEFORE: ev.reviews_before(example, review_times)}
+
+
 def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
     """The example's features, filled in place (a third of the time of building each Feature
     message and copying it in); a feature whose value is None is left out."""
     out = tf.train.Example()
     features = out.features.feature
     for name, value in example.items():
-        if name in NON_FEATURES or value is None:  # None: an optional field the log did not have
+        if name in ev.NON_FEATURES or value is None:  # None: an optional field the log did not have
             continue
         if isinstance(value, str):
             features[name].bytes_list.value.append(value.encode())
@@ -186,7 +208,7 @@ def split_names(split: str, test_days: int, test_percent: int) -> list:
 
 def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split: str, eval_days: int,
                     eval_percent: int, examples_uri: str, dead_letter_uri: str, split_seed: int = 0,
-                    test_days: int = 0, test_percent: int = 0) -> None:
+                    test_days: int = 0, test_percent: int = 0, reviews_uri: str = "") -> None:
     """Adds read, parse, join, split and write steps to `p`."""
     header = {}
     if input_format == "csv":
@@ -213,12 +235,19 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
     joined = (events | "GroupByImpression" >> beam.GroupByKey()
               | "Join" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
     dead.append(joined.dead)
+    reviews = joined.ok | "Reviews" >> beam.FlatMap(review_row)
+    review_times = (reviews | "ReviewTimes" >> beam.Map(lambda r: (r["item_id"], r["ts"]))
+                    | "ByItem" >> beam.GroupByKey() | "Sorted" >> beam.MapTuple(lambda item, ts: (item, sorted(ts))))
+    examples = joined.ok | "ReviewsBefore" >> beam.Map(_with_reviews_before, beam.pvalue.AsDict(review_times))
+    if reviews_uri:
+        (reviews | "ReviewLines" >> beam.Map(json.dumps)
+         | "WriteReviews" >> beam.io.WriteToText(os.path.join(reviews_uri, REVIEWS_FILE), file_name_suffix=".jsonl"))
 
     last_day = 0
     if split == "time":
-        last_day = beam.pvalue.AsSingleton(joined.ok | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
+        last_day = beam.pvalue.AsSingleton(examples | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
                                            | "LastDay" >> beam.CombineGlobally(max).without_defaults())
-    parts = joined.ok | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
+    parts = examples | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
                                                 split_seed, test_days, test_percent)
     for name, part in zip(split_names(split, test_days, test_percent), parts):
         (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
@@ -254,6 +283,7 @@ def summarize_counts(counters: Dict[str, int]) -> Dict[str, Any]:
         "input_lines_by_source": by_source,
         "accepted_lines": counters.get("accepted_lines", 0),
         "examples": {s: counters.get(f"examples.{s}", 0) for s in SPLITS if f"examples.{s}" in counters},
+        "reviews": counters.get("reviews", 0),
         "dead_letter": {"total": sum(by_reason.values()), "by_reason": by_reason},
     }
 
@@ -262,8 +292,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs the ingestion Beam pipeline.
 
     Inputs: none (raw files under `input_base`).
-    Outputs: `examples` (Split-train, Split-eval and optionally Split-test; gzipped TFRecords of tf.Example) and
-      `dead_letter` (refused lines and `counts.json`).
+    Outputs: `examples` (Split-train, Split-eval and optionally Split-test; gzipped TFRecords of tf.Example),
+      `dead_letter` (refused lines and `counts.json`) and `reviews` (the joined reviews).
     Properties: input_base, input_format (jsonl|csv), split (time|hash), eval_days, eval_percent,
       split_seed (hash split only), test_days / test_percent (optional test split), input_fingerprint.
     """
@@ -271,13 +301,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         dead_letter = artifact_utils.get_single_instance(output_dict["dead_letter"])
+        reviews = artifact_utils.get_single_instance(output_dict["reviews"])
         test_days, test_percent = exec_properties.get("test_days") or 0, exec_properties.get("test_percent") or 0
         examples.split_names = artifact_utils.encode_split_names(
             split_names(exec_properties["split"], test_days, test_percent))
         pipeline = self._make_beam_pipeline()
         build_ingestion(pipeline, exec_properties["input_base"], exec_properties["input_format"],
                         exec_properties["split"], exec_properties["eval_days"], exec_properties["eval_percent"],
-                        examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0, test_days, test_percent)
+                        examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0, test_days, test_percent,
+                        reviews.uri)
         result = pipeline.run()
         result.wait_until_finish()
         counts = summarize_counts(read_counters(result))
@@ -289,6 +321,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         dead_letter.set_int_custom_property("input_lines", counts["input_lines"])
         for split, n in counts["examples"].items():
             examples.set_int_custom_property(f"examples_{split}", n)
+        reviews.set_int_custom_property("reviews", counts["reviews"])
 
 
 class LogExampleGen(base_beam_component.BaseBeamComponent):
@@ -311,4 +344,4 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
             test_days=test_days or None, test_percent=test_percent or None,
             input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
             examples=types.Channel(type=standard_artifacts.Examples),
-            dead_letter=types.Channel(type=DeadLetter)))
+            dead_letter=types.Channel(type=DeadLetter), reviews=types.Channel(type=Reviews)))

@@ -7,6 +7,11 @@ holds, per table, `<table>.npz` (`ids`, `vectors` [n, 384] float32: the rows tha
 `embeddings.json` (encoder checksum, counts). The Trainer looks the vectors up by raw id inside
 the model, so the examples stay as small as they are.
 
+Reviews (`text.fields: {reviews: [text]}`) come from LogExampleGen's `reviews` artifact: each
+review's vector, with its item and time, goes to `reviews.npz` (`ids` the reviews' impression ids,
+`items`, `ts`, `has_text`, `vectors`, sorted by item and time), from which the Trainer builds each
+item's mean review vector after its first k reviews (`item_reviews_before`).
+
 Incremental: vectors are cached under `cache_dir`, keyed by the encoder's weights checksum, the
 max length and the text's sha256, so a rerun after a catalogue update encodes only the new or changed texts.
 A row whose text fields are all missing, or hold something that is not a string, has no vector
@@ -36,8 +41,9 @@ from tfx.types import artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from mtrec.components import events as ev
-from mtrec.components.log_example_gen import _csv_header, _Decode, input_fingerprint, input_files, read_counters
-from mtrec.config import TEXT_TABLES  # the tables with text, and the id each is keyed by
+from mtrec.components.log_example_gen import (REVIEWS_FILE, Reviews, _csv_header, _Decode, input_fingerprint,
+                                              input_files, read_counters)
+from mtrec.config import REVIEWS, TEXT_TABLES  # the tables with text, and the id each is keyed by
 from mtrec.terminal import PROGRESS
 
 NAMESPACE = "mtrec.text"
@@ -63,7 +69,7 @@ class TextEmbedderSpec(types.ComponentSpec):
         "cache_dir": ExecutionParameter(type=str, optional=True),
         "input_fingerprint": ExecutionParameter(type=str),
     }
-    INPUTS = {}
+    INPUTS = {"reviews": ChannelParameter(type=Reviews, optional=True)}
     OUTPUTS = {"embeddings": ChannelParameter(type=TextEmbeddings)}
 
 
@@ -105,6 +111,20 @@ class _Rows(beam.DoFn):
         Metrics.counter(NAMESPACE, f"{self.table}.{kind}").inc()
         if text is not None:
             yield key, text_hash(text), text
+
+
+class _ReviewRows(beam.DoFn):
+    """A reviews-artifact line -> (impression id, item id, ts, text hash or "", text or None):
+    a review without text still counts among its item's reviews, with no vector."""
+
+    def __init__(self, fields: Sequence[str]):
+        self.fields = list(fields)
+
+    def process(self, line: str):
+        row = json.loads(line)
+        text, kind = text_of(row, self.fields)
+        Metrics.counter(NAMESPACE, f"{REVIEWS}.{kind}").inc()
+        yield row["impression_id"], row["item_id"], row["ts"], text_hash(text) if text else "", text
 
 
 class SentenceEncoderHandler(ModelHandler):
@@ -197,15 +217,24 @@ def read_embeddings(uri: str) -> Dict[str, Tuple[List[str], np.ndarray]]:
     """{table: (ids, vectors [n, d])} of a TextEmbeddings artifact."""
     out = {}
     for path in sorted(tf.io.gfile.glob(os.path.join(uri, "*.npz"))):
-        data = _read_npz(path)
-        out[os.path.basename(path)[:-4]] = (data["ids"].tolist(), data["vectors"])
+        if os.path.basename(path) != f"{REVIEWS}.npz":
+            data = _read_npz(path)
+            out[os.path.basename(path)[:-4]] = (data["ids"].tolist(), data["vectors"])
     return out
+
+
+def read_reviews(uri: str) -> Optional[Dict[str, np.ndarray]]:
+    """`reviews.npz` of a TextEmbeddings artifact (ids, items, ts, has_text, vectors, sorted by
+    item and time), or None if it has no reviews."""
+    path = os.path.join(uri, f"{REVIEWS}.npz")
+    return _read_npz(path) if tf.io.gfile.exists(path) else None
 
 
 def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: Dict[str, List[str]], out_uri: str,
                  encoder_path: Optional[str] = None, max_length: int = 64, batch_size: int = 64,
-                 cache_dir: Optional[str] = None) -> Dict:
-    """Encodes the tables' texts into `out_uri` (what the executor does); returns the counts."""
+                 cache_dir: Optional[str] = None, reviews_uri: Optional[str] = None) -> Dict:
+    """Encodes the tables' texts (and the reviews in `reviews_uri`) into `out_uri` (what the
+    executor does); returns the counts."""
     from mtrec.text.minilm import MINILM_SHA256, check_files, default_encoder_path
 
     checksum = check_files(encoder_path or default_encoder_path(), None if encoder_path else MINILM_SHA256)
@@ -216,6 +245,16 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
     p = pipeline_factory()
     rows = []
     for table, names in sorted(fields.items()):
+        if table == REVIEWS:
+            if not reviews_uri:
+                raise ValueError("TextEmbedder: text.fields names reviews but has no reviews input (LogExampleGen's)")
+            reviews = (p | "ReadReviews" >> beam.io.ReadFromText(os.path.join(reviews_uri, f"{REVIEWS_FILE}*"))
+                       | "ReviewTexts" >> beam.ParDo(_ReviewRows(names)))
+            (reviews | "ReviewKeys" >> beam.Map(lambda r: json.dumps(r[:4]))
+             | "WriteReviewKeys" >> beam.io.WriteToText(os.path.join(scratch, f"keys-{REVIEWS}"), file_name_suffix=".jsonl"))
+            rows.append(reviews | "WithText" >> beam.Filter(lambda r: r[4] is not None)
+                        | "AsRows" >> beam.Map(lambda r: (r[0], r[3], r[4])))
+            continue
         if table not in TEXT_TABLES:
             raise ValueError(f"TextEmbedder: text.fields names table {table!r}; tables with text: {sorted(TEXT_TABLES)}")
         pattern = input_files(input_base, table, input_format)
@@ -244,6 +283,10 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
     dimension = len(next(iter(vectors.values()))) if vectors else 0
     tables, keys_by_table = {}, {}
     for table in sorted(fields):
+        if table == REVIEWS:
+            keys_by_table[table], tables[table] = _write_reviews(scratch, out_uri, vectors, dimension, fields[table],
+                                                                 counters)
+            continue
         keys = {}
         for path in tf.io.gfile.glob(os.path.join(scratch, f"keys-{table}*.jsonl")):
             with tf.io.gfile.GFile(path) as f:
@@ -255,10 +298,27 @@ def embed_tables(pipeline_factory, input_base: str, input_format: str, fields: D
                          **{kind: counters.get(f"{table}.{kind}", 0) for kind in ("missing", "not_text", "unreadable",
                                                                                    "no_id")}}
     tf.io.gfile.rmtree(scratch)
-    used = {h for keys in keys_by_table.values() for h in keys.values()}
+    used = {h for keys in keys_by_table.values() for h in keys.values() if h}
     return {"encoder_checksum": checksum, "dimension": dimension, "max_length": max_length, "tables": tables,
             "texts": len(used), "texts_encoded": len(new), "texts_from_cache": len(used & set(cache)),
             "seconds": round(time.time() - started, 1)}
+
+
+def _write_reviews(scratch: str, out_uri: str, vectors: Dict[str, np.ndarray], dimension: int, fields, counters):
+    """`reviews.npz` from the scratch keys; returns ({review id: text hash}, the reviews' counts)."""
+    rows = []
+    for path in tf.io.gfile.glob(os.path.join(scratch, f"keys-{REVIEWS}*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            rows.extend(map(json.loads, f))
+    rows.sort(key=lambda r: (r[1], r[2], r[0]))  # by item, then time: LogExampleGen counts them in this order
+    _write_npz(os.path.join(out_uri, f"{REVIEWS}.npz"), ids=np.array([r[0] for r in rows], dtype=str),
+               items=np.array([r[1] for r in rows], dtype=str), ts=np.array([r[2] for r in rows], np.int64),
+               has_text=np.array([bool(r[3]) for r in rows], bool),
+               vectors=np.stack([vectors[r[3]] if r[3] else np.zeros(dimension, np.float32) for r in rows])
+               if rows else np.zeros((0, dimension), np.float32))
+    counts = {"fields": fields, "with_text": sum(bool(r[3]) for r in rows),
+              **{kind: counters.get(f"{REVIEWS}.{kind}", 0) for kind in ("missing", "not_text")}}
+    return {r[0]: r[3] for r in rows}, counts
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -269,7 +329,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         meta = embed_tables(self._make_beam_pipeline, exec_properties["input_base"], exec_properties["input_format"],
                             json.loads(exec_properties["fields"]), embeddings.uri,
                             exec_properties.get("encoder_path") or None, exec_properties["max_length"],
-                            exec_properties["batch_size"], exec_properties.get("cache_dir") or None)
+                            exec_properties["batch_size"], exec_properties.get("cache_dir") or None,
+                            artifact_utils.get_single_instance(input_dict["reviews"]).uri
+                            if input_dict.get("reviews") else None)
         with tf.io.gfile.GFile(os.path.join(embeddings.uri, META_FILE), "w") as f:
             f.write(json.dumps(meta, indent=1))
         logging.info("%sTextEmbedder: %d distinct texts, %d encoded, %d from the cache, in %.0fs", PROGRESS,
@@ -287,11 +349,12 @@ class TextEmbedder(base_beam_component.BaseBeamComponent):
 
     def __init__(self, input_base: str, fields: Dict[str, List[str]], input_format: str = "jsonl",
                  encoder_path: str = "", max_length: int = 64, batch_size: int = 64, cache_dir: str = "",
-                 fingerprint=None):
-        """`fingerprint`: as LogExampleGen's (the input files now, or a compiled pipeline's parameter)."""
+                 fingerprint=None, reviews=None):
+        """`fingerprint`: as LogExampleGen's (the input files now, or a compiled pipeline's parameter);
+        `reviews`: LogExampleGen's reviews channel, when `fields` has reviews."""
         super().__init__(spec=TextEmbedderSpec(
             input_base=input_base, input_format=input_format, fields=json.dumps(fields, sort_keys=True),
             encoder_path=encoder_path or None, max_length=max_length, batch_size=batch_size,
             cache_dir=cache_dir or None,
             input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
-            embeddings=types.Channel(type=TextEmbeddings)))
+            reviews=reviews, embeddings=types.Channel(type=TextEmbeddings)))

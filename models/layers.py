@@ -14,7 +14,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from mtrec.config import TEXT_TABLES
-from mtrec.transformed import text_key_name
+from mtrec.transformed import REVIEWS_BEFORE, text_key_name
 
 USER_ID, ITEM_ID = TEXT_TABLES["users"], TEXT_TABLES["items"]
 
@@ -73,17 +73,45 @@ class MixtureOfExperts(keras.layers.Layer):
 
 
 @dataclasses.dataclass
+class ReviewTable:
+    """Each item's mean review vector after its first k reviews, k = 1..counts[i], in one table:
+    the rows of `items[i]` follow those of the items before it. `valid` is 0 where none of the first k
+    reviews had text."""
+
+    items: List[str]
+    counts: List[int]
+    vectors: np.ndarray  # [sum(counts), d]
+    valid: np.ndarray  # [sum(counts)]
+
+    @classmethod
+    def from_reviews(cls, items: np.ndarray, has_text: np.ndarray, vectors: np.ndarray) -> "ReviewTable":
+        """From every review, sorted by item and time (the TextEmbedder's `reviews.npz`)."""
+        names, starts, counts = np.unique(items, return_index=True, return_counts=True)
+        texts = has_text.astype(np.float32)
+        means, valid = np.zeros_like(vectors, dtype=np.float32), np.zeros(len(items), np.float32)
+        for start, count in zip(starts, counts):
+            block = slice(start, start + count)
+            written = np.cumsum(texts[block])
+            means[block] = np.cumsum(vectors[block] * texts[block, None], axis=0) / np.maximum(written, 1)[:, None]
+            valid[block] = written > 0
+        return cls([str(n) for n in names], counts.tolist(), means, valid)
+
+
+@dataclasses.dataclass
 class TextTables:
-    """The catalogue's text vectors, {id feature: (ids, vectors [n, d])}, and how the model uses
-    them (`config.text`: projection size, user-item match)."""
+    """The catalogue's text vectors, {id feature: (ids, vectors [n, d])}, the items' review
+    vectors (or None), and how the model uses them (`config.text`: projection size, user-item match)."""
 
     vectors: Dict[str, Tuple[List[str], np.ndarray]]
     projection_dim: int = 16
     match: bool = True
+    reviews: Optional[ReviewTable] = None
 
     def only(self, id_features) -> "TextTables":
-        """The tables of these id features (a two-tower model's tower sees its own side)."""
-        return dataclasses.replace(self, vectors={k: v for k, v in self.vectors.items() if k in id_features})
+        """The tables of these id features (a two-tower model's tower sees its own side; reviews,
+        which need the review count beside the item id, are for ranking models)."""
+        return dataclasses.replace(self, vectors={k: v for k, v in self.vectors.items() if k in id_features},
+                                   reviews=None)
 
 
 @keras.utils.register_keras_serializable(package="mtrec")
@@ -112,9 +140,46 @@ class TextVectors(keras.layers.Layer):
         return {**super().get_config(), "ids": self.ids, "dimension": self.dimension}
 
 
+@keras.utils.register_keras_serializable(package="mtrec")
+class ReviewVectors(keras.layers.Layer):
+    """An item's mean review vector after the reviews it had when shown (`item_reviews_before`;
+    -1, missing: all the reviews the model knows), looked up by raw id and count: a StringLookup,
+    a clip and a gather. An item without a review with text then gets a learned default."""
+
+    def __init__(self, items: Sequence[str], counts: Sequence[int], dimension: int, table: Optional[ReviewTable] = None,
+                 **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.items, self.counts, self.dimension = [str(i) for i in items], [int(c) for c in counts], int(dimension)
+        self.lookup = keras.layers.StringLookup(vocabulary=self.items, num_oov_indices=1, mask_token=None, name="items")
+        rows = sum(self.counts) + 1  # row 0: no review vector
+        vectors = None if table is None else np.concatenate([np.zeros((1, self.dimension)), table.vectors])
+        valid = None if table is None else np.concatenate([[0.0], table.valid])
+        self.table = self.add_weight(name="table", shape=(rows, self.dimension), trainable=False,
+                                     initializer="zeros" if table is None else keras.initializers.Constant(vectors))
+        self.valid = self.add_weight(name="valid", shape=(rows,), trainable=False,
+                                     initializer="zeros" if table is None else keras.initializers.Constant(valid))
+        self.default = self.add_weight(name="default", shape=(self.dimension,), initializer="zeros")
+        self._counts = np.array([0] + self.counts, np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum([0] + self.counts[:-1])]).astype(np.int64)
+
+    def call(self, inputs):
+        keys, seen = inputs
+        item = tf.reshape(self.lookup(keys), [-1])  # 0: an item without reviews
+        known = tf.gather(self._counts, item)
+        seen = tf.reshape(tf.cast(seen, tf.int64), [-1])
+        count = tf.where(seen < 0, known, tf.minimum(seen, known))
+        row = tf.where(count > 0, tf.gather(self._offsets, item) + count, 0)
+        found = tf.expand_dims(tf.gather(self.valid, row) > 0, 1)
+        return tf.where(found, tf.gather(self.table, row), self.default)
+
+    def get_config(self):
+        return {**super().get_config(), "items": self.items, "counts": self.counts, "dimension": self.dimension}
+
+
 def text_inputs(text: Optional[TextTables]):
-    """Inputs (raw ids as strings) and dense parts for the text vectors: each table's vectors
-    through a learned projection, and the cosine of the user's and the item's vectors."""
+    """Inputs (raw ids as strings, review counts) and dense parts for the text vectors: each
+    table's vectors and the items' review vectors through a learned projection, and the cosine of
+    the user's and the item's vectors."""
     inputs, parts, vectors = {}, [], {}
     for id_feature, (ids, table) in sorted((text.vectors if text else {}).items()):
         key = text_key_name(id_feature)
@@ -123,6 +188,14 @@ def text_inputs(text: Optional[TextTables]):
         parts.append(keras.layers.Dense(text.projection_dim, name=f"{id_feature}_text_projection")(vectors[id_feature]))
     if text and text.match and {USER_ID, ITEM_ID} <= set(vectors):
         parts.append(keras.layers.Dot(axes=1, normalize=True, name="text_match")([vectors[USER_ID], vectors[ITEM_ID]]))
+    if text and text.reviews:
+        key = text_key_name(ITEM_ID)
+        inputs.setdefault(key, keras.Input(shape=(1,), dtype=tf.string, name=key))
+        inputs[REVIEWS_BEFORE] = keras.Input(shape=(1,), dtype=tf.int64, name=REVIEWS_BEFORE)
+        reviews = text.reviews
+        vector = ReviewVectors(reviews.items, reviews.counts, reviews.vectors.shape[1], reviews,
+                               name="item_reviews_text")([inputs[key], inputs[REVIEWS_BEFORE]])
+        parts.append(keras.layers.Dense(text.projection_dim, name="item_reviews_text_projection")(vector))
     return inputs, parts
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from mtrec.task_types import BINARY, REGRESSION, RETRIEVAL, TASK_TYPES, TaskType  # noqa: F401 (re-exported)
-from mtrec.transformed import ITEM_ID
+from mtrec.transformed import ITEM_ID, REVIEW_POSITIVE, REVIEWS_BEFORE
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm", "cross_stitch", "two_tower")
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "dwa")
 ORCHESTRATORS = ("local", "beam")
@@ -130,8 +130,11 @@ class FeaturesConfig:
 
 # Side tables that can carry text, and the id feature each table's vectors are looked up by.
 TEXT_TABLES = {"items": "item_id", "users": "user_id"}
+# Review events' text: an item's reviews, looked up by its id and how many it had then.
+REVIEWS = "reviews"
+TEXT_SOURCES = {**TEXT_TABLES, REVIEWS: ITEM_ID}
 # The synthetic log's text: `mtrec run` on it uses these unless the config sets `text.fields`.
-SYNTHETIC_TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"]}
+SYNTHETIC_TEXT_FIELDS = {"items": ["title", "description"], "users": ["about"], REVIEWS: ["text"]}
 
 
 @dataclass
@@ -142,7 +145,9 @@ class TextConfig:
     Args:
       fields: {table: [field, ...]}, tables `items` and `users`: each row's fields, joined, are
         one text; its vector is looked up by the row's id (item_id, user_id) inside the model,
-        and ids without text (or unknown) get a learned default. Empty: no text features.
+        and ids without text (or unknown) get a learned default. `reviews: [text]`: the review
+        events' text; an example sees the mean vector of its item's reviews written before its
+        impression (`item_reviews_before` of them), what others said. Empty: no text features.
       encoder_path: a sentence-transformers BERT directory; "" is the installed all-MiniLM-L6-v2.
       max_length: tokens per text; longer texts are cut.
       batch_size: texts per encoder call.
@@ -170,6 +175,16 @@ class TextConfig:
     def id_features(self) -> Dict[str, str]:
         """{id feature: table} of the tables with text."""
         return {TEXT_TABLES[table]: table for table in self.fields if table in TEXT_TABLES}
+
+    @property
+    def key_features(self) -> List[str]:
+        """The id features whose raw values the model looks text vectors up by."""
+        return sorted({TEXT_SOURCES[source] for source in self.fields if source in TEXT_SOURCES})
+
+    @property
+    def raw_features(self) -> List[str]:
+        """Raw inputs the text features add to the configured ones: the review count."""
+        return [REVIEWS_BEFORE] if REVIEWS in self.fields else []
 
 
 @dataclass
@@ -305,6 +320,8 @@ def _default_tasks() -> List[TaskConfig]:
         TaskConfig("like", BINARY, given="click", gate=GateConfig(bound=0.55)),
         TaskConfig("purchase", BINARY, given="click", gate=GateConfig(bound=0.55)),
         TaskConfig("dwell", REGRESSION, given="click", weight=0.2, gate=GateConfig(bound=60.0, tolerance=1.0)),
+        # Labelled only where the impression was reviewed (the others weigh 0): few labels, a loose gate.
+        TaskConfig(REVIEW_POSITIVE, BINARY, gate=GateConfig(bound=0.55, tolerance=0.05)),
     ]
 
 
@@ -428,9 +445,9 @@ class PipelineConfig:
             _check(name in self.features.names, "slices", name, "must be a feature")
         text = self.text
         for table, names in text.fields.items():
-            _check(table in TEXT_TABLES, "text.fields", table, f"tables with text are {sorted(TEXT_TABLES)}")
+            _check(table in TEXT_SOURCES, "text.fields", table, f"tables with text are {sorted(TEXT_SOURCES)}")
             _check(names, f"text.fields.{table}", names, "needs at least one field")
-            _check(TEXT_TABLES[table] in self.features.names, f"text.fields.{table}", TEXT_TABLES[table],
+            _check(TEXT_SOURCES[table] in self.features.names, f"text.fields.{table}", TEXT_SOURCES[table],
                    "the table's id must be a feature (features.ids)")
         _check(not text.fields or self.data.source != "examples", "text.fields", sorted(text.fields),
                "needs the side tables of an event log (data.source synthetic, events or movielens-100k)")

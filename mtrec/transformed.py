@@ -35,6 +35,11 @@ def text_key_name(id_feature: str) -> str:
 # example (1) or was (0): the Evaluator's cold-start slice. Items are keyed by this id feature.
 COLD_START = "cold_start"
 ITEM_ID = "item_id"
+# How many reviews of the example's item were written before its impression (LogExampleGen): the
+# reviews an example may see. Transform passes it on as is, -1 where missing (then: every review
+# the model knows). `review_positive` is the label of an impression's own review.
+REVIEWS_BEFORE = "item_reviews_before"
+REVIEW_POSITIVE = "review_positive"
 
 
 def weight_name(task: str) -> str:

@@ -2,7 +2,7 @@
 
     ingest -> StatisticsGen -> (Import)SchemaGen -> ExampleValidator -> AnomalyGate (schema and config)
            -> Transform -> Trainer -> Evaluator (vs latest blessed model)
-    [TextEmbedder (side-table text -> vectors by id) -> Trainer]
+    [TextEmbedder (side-table text, ingest's reviews -> vectors by id) -> Trainer]
                                    [-> test_evaluator (the test split, report only)]
                                    -> ServingWarmup (loads as TF Serving would, writes warm-up records)
            -> Pusher (the warmed model, if both bless it)
@@ -38,7 +38,7 @@ from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.components.text_embedder import TextEmbedder
 from mtrec.components.trainer import Trainer
-from mtrec.config import PipelineConfig
+from mtrec.config import REVIEWS, PipelineConfig
 from mtrec.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "mtrec.pipeline.preprocessing.preprocessing_fn"
@@ -161,7 +161,8 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
         text = TextEmbedder(input_base=paths.data, fields=config.text.fields, input_format=config.data.format,
                             encoder_path=config.text.encoder_path, max_length=config.text.max_length,
                             batch_size=config.text.batch_size, cache_dir=os.path.join(paths.root, "text_cache"),
-                            fingerprint=data_fingerprint)
+                            fingerprint=data_fingerprint,
+                            reviews=ingest.outputs["reviews"] if REVIEWS in config.text.fields else None)
         extra.append(text)
 
     def trainer_on(custom, with_text=True):

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 
 from mtrec.config import PipelineConfig
 from mtrec.serving.signatures import missing_value
-from mtrec.transformed import MISSING, bucket_name, missing_name, presence_name, text_key_name
+from mtrec.transformed import MISSING, REVIEWS_BEFORE, bucket_name, missing_name, presence_name, text_key_name
 
 
 def with_missing(x) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -37,8 +37,8 @@ def as_category(x) -> tf.Tensor:
 
 def preprocessing_fn(inputs, custom_config):
     """Vocabularies with OOV buckets (ids, categoricals), hash buckets (hashed), z-score and
-    quantile buckets of imputed values plus missing indicators (numerics), the raw ids that text
-    vectors are looked up by, labels as float32 with their presence. All outputs have shape [batch, 1]. A mean-imputed value has z-score 0."""
+    quantile buckets of imputed values plus missing indicators (numerics), the raw ids (and review
+    counts) that text vectors are looked up by, labels as float32 with their presence. All outputs have shape [batch, 1]. A mean-imputed value has z-score 0."""
     config = PipelineConfig.from_json(custom_config["config"])
     features = config.features
     outputs = {}
@@ -68,8 +68,11 @@ def preprocessing_fn(inputs, custom_config):
                                    name=f"quantiles_{name}")  # tft.bucketize's defaults
         outputs[bucket_name(name)] = tft.apply_buckets(imputed, boundaries)
         outputs[missing_name(name)] = tf.cast(missing, tf.float32)
-    for name in config.text.id_features:
+    for name in config.text.key_features:
         outputs[text_key_name(name)] = as_category(inputs[name])
+    if REVIEWS_BEFORE in config.text.raw_features:  # -1 where missing: every review the model knows
+        values, missing = with_missing(inputs[REVIEWS_BEFORE])
+        outputs[REVIEWS_BEFORE] = tf.where(missing, tf.constant(-1, tf.int64), tf.cast(values, tf.int64))
     outputs.update(label_outputs(inputs, config))
     return outputs
 

@@ -24,10 +24,10 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from absl import logging
 
-from mtrec.components.text_embedder import read_embeddings
+from mtrec.components.text_embedder import read_embeddings, read_reviews
 from mtrec.components.trainer import TEXT_EMBEDDINGS
-from mtrec.config import RETRIEVAL, TEXT_TABLES, PipelineConfig, TaskConfig
-from mtrec.models.layers import TextTables
+from mtrec.config import RETRIEVAL, REVIEWS, TEXT_TABLES, PipelineConfig, TaskConfig
+from mtrec.models.layers import ReviewTable, TextTables
 from mtrec.models.multitask import MultiTaskModel, WeightingCallback, build_multitask_model, build_network
 from mtrec.pipeline import distribution
 from mtrec.pipeline.datasets import dataset
@@ -54,18 +54,29 @@ def text_tables(config: PipelineConfig, uri: Optional[str]) -> Optional[TextTabl
         return None
     if not uri:
         raise ValueError("text.fields is set but the Trainer has no text_embeddings input (the TextEmbedder's)")
-    embeddings = read_embeddings(uri)
+    embeddings, reviews = read_embeddings(uri), None
     vectors = {}
     for table in config.text.fields:
+        if table == REVIEWS:
+            written = read_reviews(uri)
+            if written is not None and written["has_text"].any():
+                reviews = ReviewTable.from_reviews(written["items"], written["has_text"], written["vectors"])
+            else:
+                logging.warning("No review has text in %s: no review features", config.text.fields[table])
+            continue
         ids, table_vectors = embeddings[table]
         if ids:
             vectors[TEXT_TABLES[table]] = (ids, table_vectors)
         else:
             logging.warning("No %s row has text in %s: no text features from it", table, config.text.fields[table])
-    if config.text.reduce_dim and vectors:
-        basis = principal_directions(np.concatenate([v for _, v in vectors.values()]), config.text.reduce_dim)
+    if config.text.reduce_dim and (vectors or reviews):
+        basis = principal_directions(np.concatenate([v for _, v in vectors.values()]
+                                                    + ([reviews.vectors[reviews.valid > 0]] if reviews else [])),
+                                     config.text.reduce_dim)
         vectors = {name: (ids, table_vectors @ basis) for name, (ids, table_vectors) in vectors.items()}
-    return TextTables(vectors, config.text.projection_dim, config.text.match)
+        if reviews:
+            reviews = dataclasses.replace(reviews, vectors=reviews.vectors @ basis)
+    return TextTables(vectors, config.text.projection_dim, config.text.match, reviews)
 
 
 def principal_directions(vectors: np.ndarray, count: int) -> np.ndarray:

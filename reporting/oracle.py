@@ -1,7 +1,7 @@
 """The best any model could do on the eval split: AUC of the generator's true probabilities.
 
 Synthetic logs carry `oracle.csv` (true click, like-given-click and purchase-given-click
-probabilities, expected dwell). Scored on the same eval examples and with the same task weights as
+probabilities, a positive review given one, expected dwell). Scored on the same eval examples and with the same task weights as
 the Evaluator, the oracle AUC is the ceiling that a model's AUC is compared against.
 """
 from __future__ import annotations
@@ -66,6 +66,8 @@ def oracle_aucs(examples_uri: str, oracle_path: str, config: PipelineConfig,
         for task in tasks:
             labels = eval_split[task.label][kept]
             weight = eval_split[task.given][kept] if task.given else np.ones(len(labels))
+            weight = np.where(np.isnan(labels), 0.0, weight)  # a missing label weighs 0, as in the Evaluator
+            labels = np.nan_to_num(labels)
             if len(np.unique(labels[weight > 0])) == 2:  # an AUC needs both classes
                 result[subset][task.name] = float(roc_auc_score(labels, oracle[task.label][index][kept],
                                                                 sample_weight=weight))

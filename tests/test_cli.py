@@ -30,7 +30,7 @@ def test_config_prints_loadable_defaults():
     result = _mtrec("config")
     assert result.returncode == 0
     config = yaml.safe_load(result.stdout)
-    assert [t["name"] for t in config["tasks"]] == ["click", "like", "purchase", "dwell"]
+    assert [t["name"] for t in config["tasks"]] == ["click", "like", "purchase", "dwell", "review_positive"]
 
 
 def test_generate_logs_with_malformed_lines(tmp_path):

@@ -11,8 +11,8 @@ def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(config.to_yaml())
     assert PipelineConfig.load(str(path)) == config
-    assert [t.name for t in config.tasks] == ["click", "like", "purchase", "dwell"]
-    assert config.label_keys == ["click", "dwell", "like", "purchase"]
+    assert [t.name for t in config.tasks] == ["click", "like", "purchase", "dwell", "review_positive"]
+    assert config.label_keys == ["click", "dwell", "like", "purchase", "review_positive"]
 
 
 def test_yaml_overrides_and_fills_task_defaults(tmp_path):

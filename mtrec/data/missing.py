@@ -82,7 +82,7 @@ def write_example_table(logs_dir: str, out_csv: str, missing_rate: float = 0.08,
                 blanked[name] += 1
     os.makedirs(os.path.dirname(os.path.abspath(out_csv)), exist_ok=True)
     with open(out_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "lines"], extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ev.NON_FEATURES], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return dict(blanked)

@@ -1,14 +1,15 @@
 """The embedded default data: a seeded synthetic interaction log with known true probabilities.
 
 What a platform logs, not a ready table: `events.jsonl` holds impressions, then clicks on some,
-then likes, purchases and dwell on some clicks, unjoined and in timestamp order across several days;
+then likes, purchases and dwell on some clicks, and reviews (stars 1-5 and a short text whose
+wording follows them) after some purchases, unjoined and in timestamp order across several days;
 `items.jsonl` and `users.jsonl` are the side tables, with text in plain words (item titles and
 descriptions, users' `about`) that says where each lies on the latent tastes. Responses come from a latent user/item model
 with position bias; `task_correlation` sets how much like and purchase share the click signal.
 New items arrive every day, the eval days too, so some eval impressions show items no training
 impression did (the cold-start slice), which only their side-table attributes and text describe.
-`oracle.csv` keeps each impression's true probabilities (like and purchase given click) and
-expected dwell, so evaluation can report the best AUC any model could reach on the same examples.
+`oracle.csv` keeps each impression's true probabilities (like and purchase given click, a
+positive review given one) and expected dwell, so evaluation can report the best AUC any model could reach on the same examples.
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ NOUNS = {"news": "report", "sports": "match recap", "music": "album", "movies": 
          "books": "novel", "kids": "kids show"}
 QUALITY = (["forgettable", "mediocre", "uneven"], ["solid", "well made", "enjoyable"],
            ["acclaimed", "award-winning", "brilliant"])
+REVIEW_RATE = 0.5  # share of purchases reviewed
+# What a review of so many stars says: the wording follows the stars, {noun} is the item's kind.
+REVIEW_TEMPLATES = {
+    1: ["Terrible {noun}, a waste of money.", "Awful. I regret buying this {noun}.", "The worst {noun} I have tried."],
+    2: ["Disappointing {noun}, not what I hoped for.", "Not great, the {noun} felt weak.", "Poor {noun}, I expected more."],
+    3: ["An okay {noun}, nothing special.", "Average {noun}, it was fine.", "Decent {noun} but forgettable."],
+    4: ["Really good {noun}, I would recommend it.", "A nice {noun}, worth the price.", "I liked this {noun} a lot."],
+    5: ["Absolutely loved this {noun}!", "A wonderful {noun}, five stars.", "The best {noun} I have had in years."],
+}
 
 
 @dataclasses.dataclass
@@ -146,6 +156,8 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     logit_purchase = (-1.0 + 1.5 * (np.sqrt(rho) * affinity + np.sqrt(1 - rho) * (0.4 * age[user] - 0.8) * (log_price[item] - 3.0))
                       + np.array([-0.2, 0.4, 0.1])[device])
     p_click, p_like, p_purchase = _sigmoid(logit_click), _sigmoid(logit_like), _sigmoid(logit_purchase)
+    # A review's stars follow the item's quality (what others' reviews tell) and the user's taste.
+    p_review_positive = _sigmoid(-0.4 + 4.0 * item_bias[item] + affinity)
     dwell_mu = 2.8 + 0.35 * affinity2 + np.array([0.0, 0.1, 0.0, 0.4])[page] - 0.2 * (device == 0)
     dwell_sigma = 0.5
     dwell_mean_s = np.exp(dwell_mu + dwell_sigma ** 2 / 2)
@@ -158,6 +170,12 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     dwell_ts = click_ts + dwell_ms
     like_ts = click_ts + (rng.random(n) * dwell_ms).astype(np.int64)
     purchase_ts = dwell_ts + rng.integers(1_000, 600_000, size=n)
+    reviews = np.random.default_rng([spec.seed, 4])  # a stream of its own: the other draws stay as they were
+    review = purchase & (reviews.random(n) < REVIEW_RATE)
+    positive = reviews.random(n) < p_review_positive
+    stars = np.where(positive, reviews.choice([4, 5], size=n), reviews.choice([1, 2, 3], size=n, p=[0.25, 0.3, 0.45]))
+    review_ts = purchase_ts + reviews.integers(3_600_000, 3 * DAY_MS, size=n)
+    wording = reviews.integers(len(REVIEW_TEMPLATES[1]), size=n)
 
     imp_ids = [f"imp-{spec.seed}-{i:08d}" for i in range(n)]
     u_ids = [f"u{u}" for u in range(n_users)]
@@ -176,6 +194,11 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     lines += [f'{{"event": "dwell", "impression_id": "{imp_ids[i]}", "ts": {dwell_ts[i]}, "dwell_ms": {dwell_ms[i]}}}'
               for i in idx]
     times.append(dwell_ts[idx])
+    idx = np.flatnonzero(review)
+    lines += [json.dumps({"event": "review", "impression_id": imp_ids[i], "ts": int(review_ts[i]), "stars": int(stars[i]),
+                          "text": REVIEW_TEMPLATES[stars[i]][wording[i]].format(noun=NOUNS[CATEGORIES[category[item[i]]]])})
+              for i in idx]
+    times.append(review_ts[idx])
     order = np.argsort(np.concatenate(times), kind="stable")
 
     events_path = os.path.join(out_dir, "events.jsonl" + (".gz" if spec.gzip else ""))
@@ -194,11 +217,11 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
                                 "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u]))),
                                 "about": user_text(user_vec[u], words)}) + "\n")
     with open(os.path.join(out_dir, "oracle.csv"), "w") as f:
-        f.write("impression_id,click,like,purchase,dwell\n")
-        f.writelines(f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f}\n"
-                     for i in range(n))
+        f.write("impression_id,click,like,purchase,dwell,review_positive\n")
+        f.writelines(f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f},"
+                     f"{p_review_positive[i]:.6f}\n" for i in range(n))
     return {"impression": n, "click": int(click.sum()), "like": int(like.sum()),
-            "purchase": int(purchase.sum()), "dwell": int(click.sum())}
+            "purchase": int(purchase.sum()), "dwell": int(click.sum()), "review": int(review.sum())}
 
 
 def _pole_words(vector: np.ndarray, words: np.random.Generator, count: int) -> list:

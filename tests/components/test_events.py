@@ -56,10 +56,10 @@ def test_timestamps_accept_epoch_ms_and_iso_8601():
 
 def test_csv_rows_are_typed_like_json():
     header = list(ev.CSV_EVENT_COLUMNS)
-    row = ev.decode_csv("impression,imp-1,1767225600000,u1,i1,2,mobile,home,,", header)
+    row = ev.decode_csv("impression,imp-1,1767225600000,u1,i1,2,mobile,home,,,,", header)
     assert ev.parse_event(row, from_text=True) == dict(IMPRESSION)
     with pytest.raises(ev.BadRecord, match="wrong_type"):
-        ev.parse_event(ev.decode_csv("impression,imp-1,1767225600000,u1,i1,two,mobile,home,,", header), from_text=True)
+        ev.parse_event(ev.decode_csv("impression,imp-1,1767225600000,u1,i1,two,mobile,home,,,,", header), from_text=True)
     with pytest.raises(ev.BadRecord, match="invalid_json"):
         ev.decode_csv("click,imp-1", header)
 
@@ -85,6 +85,26 @@ def test_join_builds_entire_space_labels_and_features():
     assert example["click"] == 1 and example["like"] == 1 and example["purchase"] == 0
     assert example["dwell"] == 15.0 and example["lines"] == 4
     assert example["user_tenure_days"] == 5 and example["category"] == "news" and example["hour"] == 0
+
+
+def test_a_review_labels_its_impression_and_is_kept_apart_from_the_features():
+    click = _event(event="click", impression_id="imp-1", ts=1767225605000)
+    review = _event(event="review", impression_id="imp-1", ts=1767312000000, stars=4, text="A nice read.")
+    example, refused = _join(_event(**IMPRESSION), click, review)
+    assert refused == [] and example["review_positive"] == 1 and example["review"] == (1767312000000, "A nice read.")
+    example, _ = _join(_event(**IMPRESSION), click, dict(review, stars=3, text=None))
+    assert example["review_positive"] == 0 and example["review"] == (1767312000000, None)  # text is optional
+    example, refused = _join(_event(**IMPRESSION), review)  # a review needs the click it follows
+    assert example["review_positive"] is None and [r[0] for r in refused] == ["post_click_without_click"]
+    assert _join(_event(**IMPRESSION))[0]["review_positive"] is None  # not reviewed: missing, not 0
+    with pytest.raises(ev.BadRecord, match="wrong_type: 'stars'=6"):
+        _event(event="review", impression_id="imp-1", ts=1767312000000, stars=6, text="?")
+
+
+def test_reviews_before_counts_only_earlier_reviews():
+    times = {"i1": [10, 20, 20, 30]}
+    assert [ev.reviews_before({"item_id": "i1", "ts": t}, times) for t in (5, 10, 20, 21, 99)] == [0, 0, 1, 3, 4]
+    assert ev.reviews_before({"item_id": "i2", "ts": 99}, times) == 0
 
 
 def test_impression_without_responses_has_zero_labels():

@@ -3,11 +3,9 @@ import collections
 import csv
 import glob
 import json
-import os
 import shutil
 
 import apache_beam as beam
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -33,7 +31,8 @@ def test_the_cache_key_holds_for_the_same_files_and_moves_when_one_changes(tmp_p
 def _ingest(data_dir, out_dir, input_format="jsonl", split="time", eval_percent=20, test_days=0):
     pipeline = beam.Pipeline(argv=["--direct_running_mode=in_memory"])
     leg.build_ingestion(pipeline, str(data_dir), input_format, split, 1, eval_percent,
-                        str(out_dir / "examples"), str(out_dir / "dead"), test_days=test_days)
+                        str(out_dir / "examples"), str(out_dir / "dead"), test_days=test_days,
+                        reviews_uri=str(out_dir / "reviews"))
     result = pipeline.run()
     result.wait_until_finish()
     return leg.summarize_counts(leg.read_counters(result))
@@ -105,9 +104,11 @@ def test_time_split_puts_the_last_day_in_eval_with_entire_space_labels(tmp_path,
     assert sum(_value(e, "like") for e in everything) == counts["like"]
     assert all(_value(e, "like") <= _value(e, "click") and _value(e, "purchase") <= _value(e, "click") for e in everything)
     assert all((_value(e, "dwell") > 0) == bool(_value(e, "click")) for e in everything)
-    assert set(everything[0].features.feature) == {
+    unreviewed = next(e for e in everything if "review_positive" not in e.features.feature)
+    assert set(unreviewed.features.feature) == {
         "impression_id", "ts", "user_id", "item_id", "position", "device", "page", "hour", "age_bucket", "region",
-        "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell", "rating"}
+        "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell", "rating",
+        "item_reviews_before"}
 
 
 def _to_csv(src, dst, name, columns):
@@ -178,3 +179,35 @@ def test_optional_fields_left_out_of_the_log_are_missing_features_not_dead_lette
 def test_missing_input_files_name_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match="no users file matches"):
         _ingest(tmp_path, tmp_path / "out")
+
+
+def test_no_example_sees_its_own_or_a_later_review(tmp_path, clean_log):
+    """`item_reviews_before` counts the item's reviews written before the impression, recounted
+    here from the raw events; the reviews artifact holds every review, and labels only reviewed rows."""
+    clean, counts = clean_log
+    summary = _ingest(clean, tmp_path)
+    events = [json.loads(line) for line in open(clean / "events.jsonl")]
+    item_of = {e["impression_id"]: e["item_id"] for e in events if e["event"] == "impression"}
+    written = collections.defaultdict(list)
+    for e in events:
+        if e["event"] == "review":
+            written[item_of[e["impression_id"]]].append(e["ts"])
+    reviewed = {e["impression_id"]: e["stars"] for e in events if e["event"] == "review"}
+    examples = _examples(tmp_path, "train") + _examples(tmp_path, "eval")
+    seen, later = 0, 0
+    for example in examples:
+        impression, item, ts = (_value(example, k) for k in ("impression_id", "item_id", "ts"))
+        before = _value(example, "item_reviews_before")
+        assert before == sum(t < ts for t in written[item.decode()]), impression
+        seen += before > 0
+        later += any(t >= ts for t in written[item.decode()])  # reviews it must not see
+        own = reviewed.get(impression.decode())
+        if own is None:
+            assert "review_positive" not in example.features.feature  # a missing label, not a 0
+        else:
+            assert _value(example, "review_positive") == int(own >= ev.REVIEW_POSITIVE_STARS)
+    assert counts["review"] == summary["reviews"] == len(reviewed) > 50
+    assert seen > 100 and later > 100
+    rows = [json.loads(line) for f in glob.glob(str(tmp_path / "reviews" / "*")) for line in open(f)]
+    assert sorted(r["impression_id"] for r in rows) == sorted(reviewed)
+    assert all(r["item_id"] == item_of[r["impression_id"]] and r["text"] for r in rows)

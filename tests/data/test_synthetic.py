@@ -64,6 +64,25 @@ def test_oracle_has_every_impression_and_matches_observed_rates(tmp_path):
     assert abs(counts["like"] - expected_likes) < 4 * np.sqrt(expected_likes)
 
 
+def test_reviews_follow_purchases_their_words_follow_the_stars_and_the_oracle_knows_their_odds(tmp_path):
+    counts = _generate(tmp_path, impressions=30000)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    purchased = {e["impression_id"]: e["ts"] for e in events if e["event"] == "purchase"}
+    reviews = [e for e in events if e["event"] == "review"]
+    assert len(reviews) == counts["review"]
+    assert all(r["ts"] > purchased[r["impression_id"]] for r in reviews)  # after a purchase, later
+    assert 0.3 < len(reviews) / len(purchased) < 0.7
+    templates = {stars: {t.split("{")[0] for t in texts} for stars, texts in synthetic.REVIEW_TEMPLATES.items()}
+    for review in reviews:  # each text opens with one of its stars' templates, and no other stars' one
+        assert [s for s, openings in templates.items() if any(review["text"].startswith(o) for o in openings)] == [
+            review["stars"]], review
+    oracle = synthetic.read_oracle(str(tmp_path / "oracle.csv"))
+    p_positive = dict(zip(oracle["impression_id"], oracle["review_positive"]))
+    expected = sum(p_positive[r["impression_id"]] for r in reviews)
+    positive = sum(r["stars"] >= 4 for r in reviews)
+    assert abs(positive - expected) < 4 * np.sqrt(expected)
+
+
 def test_task_correlation_controls_shared_signal(tmp_path):
     def corr(rho, path):
         _generate(path, impressions=5000, task_correlation=rho)

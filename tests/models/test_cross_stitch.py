@@ -22,8 +22,8 @@ def test_cross_stitch_model_has_one_unit_per_column_layer_initialised_from_confi
     units = [layer for layer in model.layers if isinstance(layer, CrossStitch)]
     assert len(units) == 2
     for unit in units:
-        np.testing.assert_allclose(np.diag(unit.alpha.numpy()), [0.4] * 4, rtol=1e-6)
-        np.testing.assert_allclose(unit.alpha.numpy().sum(axis=1), [1.0] * 4, rtol=1e-6)
+        np.testing.assert_allclose(np.diag(unit.alpha.numpy()), [0.4] * len(tasks), rtol=1e-6)
+        np.testing.assert_allclose(unit.alpha.numpy().sum(axis=1), [1.0] * len(tasks), rtol=1e-6)
 
 
 def test_self_weight_out_of_range_fails_naming_it():

@@ -70,7 +70,7 @@ def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
     # three epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
     assert not report["goal_met"] and report["best"]["worst_gap"] > 0.01
     assert (work / "accuracy.png").stat().st_size > 10_000
-    assert set(summary["stl"]) == {"click", "like", "purchase", "dwell"}
+    assert set(summary["stl"]) == {"click", "like", "purchase", "dwell", "review_positive"}
 
 
 @SMALL_RUN

@@ -115,7 +115,7 @@ def test_run_summary_json_has_the_documented_fields(first_run, work_dir):
                                          "early_stopping_on": "eval", "gated_on": "eval", "reported": ["eval"]}
     assert "test" not in written  # no test split asked for
     assert set(written["dead_letter"]) >= {"total", "by_reason"}
-    assert set(written["tasks"]) == {"click", "like", "purchase", "dwell"}
+    assert set(written["tasks"]) == {"click", "like", "purchase", "dwell", "review_positive"}
     assert {"auc", "auc_precision_recall", "binary_crossentropy", "calibration", "oracle_auc"} <= set(written["tasks"]["click"])
     assert {"root_mean_squared_error", "mean_absolute_error"} <= set(written["tasks"]["dwell"])
     assert written["tasks"]["click"]["slices"] == {}  # none configured
@@ -136,7 +136,7 @@ def test_the_cold_start_slice_is_the_eval_impressions_of_items_no_training_examp
     cold = np.array([item not in trained for item in eval_split["item_id"]])
     assert 0.02 < cold.mean() < 0.3  # the generator's new items of the eval day
     summary = first_run["cold_start"]
-    assert set(summary) == {"click", "like", "purchase", "dwell"}
+    assert set(summary) == {"click", "like", "purchase", "dwell", "review_positive"}
     assert summary["click"]["examples"] == cold.sum()  # every cold impression, and only those
     assert summary["like"]["examples"] == summary["dwell"]["examples"] == eval_split["click"][cold].sum()
     for task in ("click", "like", "purchase"):

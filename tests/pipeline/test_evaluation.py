@@ -37,8 +37,9 @@ def test_labels_and_weights_come_from_the_transform_features_signature():
     spec = eval_config(PipelineConfig()).model_specs[0]
     assert list(spec.preprocessing_function_names) == ["transform_features"]
     assert spec.signature_name == "evaluate" and spec.model_type == "tf_generic"
-    assert dict(spec.label_keys) == {"click": "click", "like": "like", "purchase": "purchase", "dwell": "dwell"}
-    assert dict(spec.example_weight_keys) == {t: f"{t}__weight" for t in ("click", "like", "purchase", "dwell")}
+    tasks = ("click", "like", "purchase", "dwell", "review_positive")
+    assert dict(spec.label_keys) == {t: t for t in tasks}
+    assert dict(spec.example_weight_keys) == {t: f"{t}__weight" for t in tasks}
 
 
 def test_a_lone_task_is_named_by_no_output():

@@ -74,7 +74,7 @@ def test_a_wide_table_with_missing_cells_and_labels_trains_blesses_and_pushes(mi
     assert len(missing_table_run.header) >= 54
     assert summary["examples"] == {name: len(rows) for name, rows in parts.items()}
     assert summary["blessed"] and summary["pushed_model"] and summary["serving_check"]["passed"]
-    assert set(summary["test"]) == set(summary["tasks"]) == {"click", "like", "purchase", "dwell"}
+    assert set(summary["test"]) == set(summary["tasks"]) == {"click", "like", "purchase", "dwell", "review_positive"}
     assert summary["split_protocol"]["by"] == "files" and summary["split_protocol"]["reported"] == ["eval", "test"]
 
 
@@ -130,7 +130,7 @@ def test_rows_with_missing_values_are_served_alike_over_both_signatures(missing_
             raw, examples = client.predict(rows), client.predict_examples(rows)
     finally:
         server.stop()
-    for task in ("click", "like", "purchase", "dwell"):
+    for task in ("click", "like", "purchase", "dwell", "review_positive"):
         assert raw[task].shape == (200,) and np.all(np.isfinite(raw[task]))
         np.testing.assert_allclose(raw[task], examples[task], rtol=1e-5, atol=1e-6)
     assert not math.isclose(float(np.std(raw["click"])), 0.0)

@@ -5,10 +5,12 @@ from mtrec.components.log_example_gen import to_tf_example
 from mtrec.config import PipelineConfig
 from mtrec.reporting.oracle import oracle_auc
 
-ROWS = [  # impression_id, click, like, purchase, p_click, p_like
+ROWS = [  # impression_id, click, like, purchase, p_click, p_like; review_positive: REVIEWED
     ("a", 1, 1, 0, 0.9, 0.8), ("b", 0, 0, 0, 0.2, 0.9), ("c", 1, 0, 1, 0.6, 0.3),
     ("d", 0, 0, 0, 0.7, 0.1), ("e", 1, 1, 1, 0.4, 0.6), ("f", 0, 0, 0, 0.1, 0.5),
 ]
+REVIEWED = {"c": 1, "e": 0, "f": 1}  # (label); the other impressions have no review: no label
+P_POSITIVE = {"a": 0.0, "b": 1.0, "c": 0.7, "d": 0.0, "e": 0.5, "f": 0.2}
 
 
 @pytest.fixture
@@ -17,15 +19,16 @@ def examples_uri(tmp_path):
     split.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
         for imp, click, like, purchase, *_ in ROWS:
-            example = {"impression_id": imp, "click": click, "like": like, "purchase": purchase, "dwell": 0.0}
+            example = {"impression_id": imp, "click": click, "like": like, "purchase": purchase, "dwell": 0.0,
+                       "review_positive": REVIEWED.get(imp)}
             writer.write(to_tf_example(example).SerializeToString())
     return str(tmp_path / "examples")
 
 
 def _oracle(path, rows):
     with open(path, "w") as f:
-        f.write("impression_id,click,like,purchase,dwell\n")
-        f.writelines(f"{r[0]},{r[4]},{r[5]},0.5,1.0\n" for r in rows)
+        f.write("impression_id,click,like,purchase,dwell,review_positive\n")
+        f.writelines(f"{r[0]},{r[4]},{r[5]},0.5,1.0,{P_POSITIVE[r[0][-1]]}\n" for r in rows)
     return str(path)
 
 
@@ -36,6 +39,9 @@ def test_oracle_auc_on_the_task_population(examples_uri, tmp_path):
     # like is measured on clicked impressions only: positives a(0.8) e(0.6) vs negative c(0.3).
     assert result["like"] == pytest.approx(1.0)
     assert result["purchase"] == pytest.approx(0.5)  # constant oracle: no ranking
+    # review_positive only where a review was written: positives c(0.7) f(0.2) vs negative e(0.5);
+    # counted with the unreviewed rows as negatives, it would be 5/8
+    assert result["review_positive"] == pytest.approx(0.5)
 
 
 def test_an_oracle_of_other_impressions_reports_nothing(examples_uri, tmp_path):

@@ -71,4 +71,4 @@ def test_the_release_evaluator_passes_over_each_example_twice_per_binary_task_an
                   for name in ("click", "like", "purchase", "dwell")}
     assert per_output["click"] == ["_BinaryCrossEntropyCombiner", "_CalibrationHistogramCombiner"]
     assert per_output["dwell"] == ["_RegressionSumsCombiner"]
-    assert len(combiners) == 3 * 2 + 1
+    assert len(combiners) == 4 * 2 + 1

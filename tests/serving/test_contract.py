@@ -16,7 +16,7 @@ from mtrec.serving.signatures import RANK, SERVING_DEFAULT, SERVING_RAW
 from tests.conftest import SMALL_RUN
 from tests.serving.conftest import MODEL, user_rows
 
-TASKS = {"click", "like", "purchase", "dwell"}
+TASKS = {"click", "like", "purchase", "dwell", "review_positive"}
 pytestmark = SMALL_RUN
 
 

@@ -176,7 +176,7 @@ def test_query_and_recommend_commands(pushed):
         result = subprocess.run([MTREC, "query", "--target", target, "--json", json.dumps(row)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert set(json.loads(result.stdout.strip().splitlines()[-1])) == {"click", "like", "purchase", "dwell"}
+        assert set(json.loads(result.stdout.strip().splitlines()[-1])) == {"click", "like", "purchase", "dwell", "review_positive"}
         bad = subprocess.run([MTREC, "query", "--target", target, "--json", '{"user_id": "u1"}'],
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr and "price" in bad.stderr

@@ -11,8 +11,8 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.core.protobuf import saved_model_pb2
 
-from mtrec.components.text_embedder import SEPARATOR, embed_tables, read_embeddings, text_of
-from mtrec.models.layers import TextVectors
+from mtrec.components.text_embedder import SEPARATOR, embed_tables, read_embeddings, read_reviews, text_of
+from mtrec.models.layers import ReviewTable, ReviewVectors, TextVectors
 from mtrec.text.minilm import SentenceEncoder
 from tests.conftest import SMALL_RUN
 
@@ -38,6 +38,35 @@ def test_a_row_text_is_its_present_string_fields_and_a_non_string_is_no_text():
     assert text_of({"title": "Red tea", "description": "  "}, ["title", "description"]) == ("Red tea", "text")
     assert text_of({"title": None}, ["title", "description"]) == (None, "missing")
     assert text_of({"title": 42, "description": "x"}, ["title", "description"]) == (None, "not_text")
+
+
+def test_reviews_are_encoded_in_item_and_time_order_with_their_means_after_k_reviews(tmp_path, encoder):
+    """What LogExampleGen's reviews artifact becomes: each review's vector by item and time, and
+    the model's table of an item's mean review vector after its first k reviews."""
+    (tmp_path / "reviews").mkdir()
+    rows = [{"impression_id": "r3", "item_id": "a", "ts": 30, "text": "Awful."},
+            {"impression_id": "r1", "item_id": "a", "ts": 10, "text": None},  # a review without text
+            {"impression_id": "r2", "item_id": "a", "ts": 20, "text": "Loved it!"},
+            {"impression_id": "r4", "item_id": "b", "ts": 5, "text": "Loved it!"}]
+    write_items(tmp_path / "reviews" / "reviews-00000-of-00001.jsonl", rows)
+    meta = embed_tables(direct_pipeline, str(tmp_path), "jsonl", {"reviews": ["text"]}, str(tmp_path / "out"),
+                        reviews_uri=str(tmp_path / "reviews"))
+    assert meta["texts_encoded"] == 2 and meta["tables"]["reviews"]["with_text"] == 3
+    reviews = read_reviews(str(tmp_path / "out"))
+    assert reviews["ids"].tolist() == ["r1", "r2", "r3", "r4"] and reviews["has_text"].tolist() == [False, True, True, True]
+    loved, awful = encoder.encode(["Loved it!", "Awful."])
+    table = ReviewTable.from_reviews(reviews["items"], reviews["has_text"], reviews["vectors"])
+    assert table.items == ["a", "b"] and table.counts == [3, 1] and table.valid.tolist() == [0, 1, 1, 1]
+    np.testing.assert_allclose(table.vectors[1:], [loved, (loved + awful) / 2, loved], atol=1e-5)
+
+    layer = ReviewVectors(table.items, table.counts, table.vectors.shape[1], table)
+    default = np.full(table.vectors.shape[1], 7.0, np.float32)
+    layer.default.assign(default)
+    keys = tf.constant([["a"], ["a"], ["a"], ["a"], ["a"], ["a"], ["b"], ["new"]])
+    seen = tf.constant([[0], [1], [2], [3], [9], [-1], [-1], [-1]], tf.int64)  # -1: missing, every review known
+    out = layer([keys, seen]).numpy()
+    expected = [default, default, loved, (loved + awful) / 2, (loved + awful) / 2, (loved + awful) / 2, loved, default]
+    np.testing.assert_allclose(out, np.stack(expected), atol=1e-5)
 
 
 def test_each_distinct_text_is_encoded_once_and_a_rerun_encodes_only_what_changed(tmp_path, encoder):
@@ -102,17 +131,20 @@ def test_the_pushed_model_looks_text_vectors_up_by_id_with_core_ops_only(small_r
     checkpoint = os.path.join(path, "variables", "variables")
     tables = [tf.train.load_checkpoint(checkpoint).get_tensor(name)
               for name, _ in tf.train.list_variables(checkpoint) if "/table/" in name]
-    embeddings = read_embeddings(text["uri"])
-    assert len(tables) == len(embeddings) == 2
+    embeddings, written = read_embeddings(text["uri"]), read_reviews(text["uri"])
+    assert len(tables) == len(embeddings) + 1 == 3  # items, users and the items' reviews
     for _, vectors in embeddings.values():  # row 0 stands for an id not in the catalogue
         assert any(t.shape == (len(vectors) + 1, 384) and np.array_equal(t[1:], vectors) for t in tables)
+    reviews = ReviewTable.from_reviews(written["items"], written["has_text"], written["vectors"])
+    assert text["tables"]["reviews"]["with_text"] == len(written["ids"]) > 0
+    assert any(t.shape == (len(written["ids"]) + 1, 384) and np.allclose(t[1:], reviews.vectors) for t in tables)
 
 
 @SMALL_RUN
 def test_the_text_ablation_is_the_same_model_without_text_reported_beside_it(small_run):
     summary = small_run.summary
     ablation, cold = summary["text_ablation"], summary["cold_start"]
-    assert set(ablation) == set(cold) == {"click", "like", "purchase", "dwell"}
+    assert set(ablation) == set(cold) == {"click", "like", "purchase", "dwell", "review_positive"}
     for task, row in ablation.items():
         metric = row["metric"]
         assert metric == ("root_mean_squared_error" if task == "dwell" else "auc")
