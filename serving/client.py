@@ -175,6 +175,8 @@ class ServingClient:
 
         Scores every candidate in one request. With `server_side`, the model's `rank` signature
         computes the blend in the serving graph; otherwise it is computed here from the task scores.
+        A model input that neither the context nor a candidate has is sent as missing (e.g. an
+        item's `item_reviews_before`: then every review the model knows).
         """
         if not candidates:
             return []
@@ -183,13 +185,13 @@ class ServingClient:
             dtypes = self.input_dtypes(RANK)
             tasks = sorted(n[len(WEIGHT_PREFIX):] for n in dtypes if n.startswith(WEIGHT_PREFIX))
             _check_tasks(weights, tasks)
-            inputs = self._typed([{n: v for n, v in r.items() if n in dtypes} for r in rows], RANK)
+            inputs = self._typed([{n: r.get(n) for n in dtypes if not n.startswith(WEIGHT_PREFIX)} for r in rows], RANK)
             inputs.update({WEIGHT_PREFIX + t: np.float32(weights.get(t, 0.0)) for t in tasks})
             scores = _flat(self.predict_tensors(inputs, RANK))
             blend = scores.pop(BLEND_OUTPUT)
         else:
             dtypes = self.input_dtypes(SERVING_RAW)
-            scores = self.predict([{n: v for n, v in r.items() if n in dtypes} for r in rows])
+            scores = self.predict([{n: r.get(n) for n in dtypes} for r in rows])
             _check_tasks(weights, sorted(scores))
             blend = sum(w * scores[t] for t, w in weights.items())
         scores = {t: s for t, s in scores.items() if s.ndim == 1}  # task scores, not embeddings

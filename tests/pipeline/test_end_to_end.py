@@ -172,7 +172,7 @@ def test_both_signatures_give_identical_named_outputs_and_handle_unseen_ids(firs
     from_examples = model.signatures["serving_default"](examples=_serialized(RAW))
     raw_spec = model.signatures["serving_raw"].structured_input_signature[1]
     from_tensors = model.signatures["serving_raw"](**{name: tf.constant(RAW[name], spec.dtype) for name, spec in raw_spec.items()})
-    assert sorted(from_examples) == sorted(from_tensors) == ["click", "dwell", "like", "purchase"]
+    assert sorted(from_examples) == sorted(from_tensors) == ["click", "dwell", "like", "purchase", "review_positive"]
     for name in from_examples:
         assert from_examples[name].shape == (2, 1)
         np.testing.assert_allclose(from_examples[name].numpy(), from_tensors[name].numpy(), rtol=1e-6)

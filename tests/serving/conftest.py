@@ -95,6 +95,8 @@ def user_rows(logs, count: int):
     items = [json.loads(line) for line in open(logs / "items.jsonl")]
     return [{"user_id": users[i % len(users)]["user_id"], "age_bucket": users[i % len(users)].get("age_bucket"),
              "region": users[i % len(users)].get("region"), "user_tenure_days": 10 + i, "device": "mobile",
-             "page": "home", "hour": i % 24, "position": 1 + i % 5, **{k: items[i % len(items)].get(k)  # None: left out of the log
-                                                                     for k in ("item_id", "category", "price")}}
+             "page": "home", "hour": i % 24, "position": 1 + i % 5,
+             "item_reviews_before": i % 7,  # reviews the item had when shown
+             **{k: items[i % len(items)].get(k)  # None: left out of the log
+                for k in ("item_id", "category", "price")}}
             for i in range(count)]
