@@ -156,13 +156,12 @@ def review_row(example: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The example's review as a row of the reviews artifact (none if it has no review)."""
     if example["review"] is None:
         return []
+    Metrics.counter(NAMESPACE, "reviews").inc()
     ts, text = example["review"]
     return [{"impression_id": example["impression_id"], "item_id": example["item_id"], "ts": ts, "text": text}]
 
 
 def _with_reviews_before(example, review_times):
-    if example["review"] is not None:
-        Metrics.counter(NAMESPACE, "reviews").inc()
     return {**example, REVIEWS_BEFORE: ev.reviews_before(example, review_times)}
 
 

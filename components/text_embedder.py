@@ -10,7 +10,8 @@ the model, so the examples stay as small as they are.
 Reviews (`text.fields: {reviews: [text]}`) come from LogExampleGen's `reviews` artifact: each
 review's vector, with its item and time, goes to `reviews.npz` (`ids` the reviews' impression ids,
 `items`, `ts`, `has_text`, `vectors`, sorted by item and time), from which the Trainer builds each
-item's mean review vector after its first k reviews (`item_reviews_before`).
+item's mean review vector after its first k reviews (`item_reviews_before`). The Trainer reads
+items, order and vectors; `ids` and `ts` say which review and when, for whoever audits a vector.
 
 Incremental: vectors are cached under `cache_dir`, keyed by the encoder's weights checksum, the
 max length and the text's sha256, so a rerun after a catalogue update encodes only the new or changed texts.

@@ -179,7 +179,7 @@ class TextConfig:
     @property
     def key_features(self) -> List[str]:
         """The id features whose raw values the model looks text vectors up by."""
-        return sorted({TEXT_SOURCES[source] for source in self.fields if source in TEXT_SOURCES})
+        return sorted({TEXT_SOURCES[source] for source in self.fields})
 
     @property
     def raw_features(self) -> List[str]:
@@ -457,6 +457,11 @@ class PipelineConfig:
         _check(1 <= text.max_length <= 512 and text.batch_size >= 1 and text.projection_dim >= 1, "text",
                (text.max_length, text.batch_size, text.projection_dim),
                "max_length must be in 1..512, batch_size and projection_dim >= 1")
+
+    @property
+    def raw_feature_names(self) -> List[str]:
+        """The raw inputs the model reads: the configured features and those text features add."""
+        return self.features.names + self.text.raw_features
 
     @property
     def label_keys(self) -> List[str]:

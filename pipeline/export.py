@@ -79,8 +79,7 @@ def export_serving_model(network: keras.Model, tft_output: tft.TFTransformOutput
     """Saves `network` with the Transform graph and the serving signatures (see module docstring)."""
     network.tft_layer = tft_output.transform_features_layer()
     full_spec = tft_output.raw_feature_spec()
-    raw_names = config.features.names + config.text.raw_features
-    raw_spec = {name: spec for name, spec in full_spec.items() if name in raw_names}
+    raw_spec = {name: spec for name, spec in full_spec.items() if name in config.raw_feature_names}
     label_spec = {name: spec for name, spec in full_spec.items() if name in config.label_keys}
     raw_inputs = {name: tf.TensorSpec([None], spec.dtype, name=name) for name, spec in raw_spec.items()}
 

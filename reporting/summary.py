@@ -157,7 +157,7 @@ def _examples_per_split(statistics) -> Dict[str, int]:
 
 def _missing_values(statistics, config: PipelineConfig) -> Dict[str, Dict[str, int]]:
     """{split: {configured feature or label: examples where it is missing}}."""
-    names = config.features.names + config.text.raw_features + config.label_keys
+    names = config.raw_feature_names + config.label_keys
     out = {}
     for split, stats in _split_statistics(statistics):
         counts = missing_counts(stats)
