@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.models.multitask import example_weight
 from mtrec.pipeline import runner
-from mtrec.pipeline.datasets import example_count, label_splitter
+from mtrec.pipeline.datasets import example_count, label_splitter, with_unknown_ids
 from mtrec.pipeline.training import text_tables, train, vocab_sizes
 from mtrec.reporting.summary import latest_run_outputs
 
@@ -46,8 +46,11 @@ def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig
     data = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
         data = data.shuffle(100_000, seed=config.training.seed)
-    parse = lambda serialized: split(tf.io.parse_example(serialized, spec))  # noqa: E731
-    data = data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
+    parse = lambda serialized: tf.io.parse_example(serialized, spec)  # noqa: E731
+    data = data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle:  # training batches, as the Trainer's
+        data = with_unknown_ids(data, config, tft_output)
+    data = data.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
     # Several steps per call (steps_per_execution) need the epoch's length.
     return data.apply(tf.data.experimental.assert_cardinality(-(-example_count(files) // config.training.batch_size)))
 

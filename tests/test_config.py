@@ -118,3 +118,9 @@ def test_a_test_split_exists_only_when_asked_for():
     assert PipelineConfig.from_dict({"data": table}).has_test_split  # tables split by hash whatever `split` says
     hashed = PipelineConfig.from_dict({"data": {"split": "hash", "test_percent": 10}})
     assert hashed.has_test_split and hashed.label_positives == {}
+
+
+def test_id_dropout_must_leave_some_ids_known():
+    assert PipelineConfig().training.id_dropout == 0.3
+    with pytest.raises(ConfigError, match="training.id_dropout"):
+        PipelineConfig.from_dict({"training": {"id_dropout": 1.0}})

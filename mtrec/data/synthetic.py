@@ -34,6 +34,9 @@ CATEGORIES = ["news", "sports", "music", "movies", "games", "food", "travel", "f
 POSITIONS = 10
 NEW_ITEMS_PER_DAY = 0.05  # share of the catalogue released on each day after the first
 LATENT_DIM = 4
+# An item's tastes: this share of its category's, plus its own part (this spread), which only its
+# id (once seen) and its text tell; its quality (the click bias) has this spread, also in its text.
+ITEM_CATEGORY_SHARE, ITEM_OWN_SD, ITEM_QUALITY_SD = 0.6, 0.6, 0.3
 # Words for either end of each latent taste dimension: titles, descriptions and users' `about`
 # texts say where an item or a user lies, so a language model's vectors carry the affinity.
 POLES = [
@@ -45,8 +48,12 @@ POLES = [
 NOUNS = {"news": "report", "sports": "match recap", "music": "album", "movies": "film", "games": "game",
          "food": "recipe", "travel": "travel guide", "fashion": "outfit", "tech": "gadget review", "home": "home decor idea",
          "books": "novel", "kids": "kids show"}
-QUALITY = (["forgettable", "mediocre", "uneven"], ["solid", "well made", "enjoyable"],
-           ["acclaimed", "award-winning", "brilliant"])
+# How strongly an item leans to a pole (|taste| below each bound), said before the pole's word.
+STRENGTH = ((0.4, "slightly "), (1.0, ""), (np.inf, "very "))
+# An item's quality (its click bias) in five grades, split at these values.
+QUALITY = (["dreadful", "terrible"], ["forgettable", "mediocre", "uneven"], ["solid", "well made", "decent"],
+           ["excellent", "delightful"], ["acclaimed", "award-winning", "brilliant"])
+QUALITY_EDGES = [-0.45, -0.15, 0.15, 0.45]
 REVIEW_RATE = 0.5  # share of purchases reviewed
 # What a review of so many stars says: the wording follows the stars, {noun} is the item's kind.
 REVIEW_TEMPLATES = {
@@ -127,9 +134,9 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
 
     category = rng.integers(len(CATEGORIES), size=n_items)
     cat_vec, cat_vec2 = rng.normal(0, 1.0, (2, len(CATEGORIES), LATENT_DIM))
-    item_vec = cat_vec[category] + rng.normal(0, 0.15, (n_items, LATENT_DIM))
+    item_vec = ITEM_CATEGORY_SHARE * cat_vec[category] + rng.normal(0, ITEM_OWN_SD, (n_items, LATENT_DIM))
     item_vec2 = cat_vec2[category] + rng.normal(0, 0.15, (n_items, LATENT_DIM))
-    item_bias = rng.normal(0, 0.2, n_items)
+    item_bias = rng.normal(0, ITEM_QUALITY_SD, n_items)
     log_price = rng.normal(2.5 + 0.15 * category, 0.6)
     popularity = rng.pareto(1.5, n_items) + 1.0
 
@@ -224,21 +231,22 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
             "purchase": int(purchase.sum()), "dwell": int(click.sum()), "review": int(review.sum())}
 
 
-def _pole_words(vector: np.ndarray, words: np.random.Generator, count: int) -> list:
-    """Words for the `count` strongest latent dimensions of `vector`, each from its sign's pole."""
+def _pole_words(vector: np.ndarray, words: np.random.Generator, count: int, graded: bool = False) -> list:
+    """Words for the `count` strongest latent dimensions of `vector`, each from its sign's pole;
+    `graded`: each after a word for how strongly (`STRENGTH`)."""
     strongest = np.argsort(-np.abs(vector))[:count]
-    return [words.choice(POLES[d][int(vector[d] < 0)]) for d in strongest]
+    grade = lambda v: next(word for bound, word in STRENGTH if abs(v) < bound) if graded else ""  # noqa: E731
+    return [grade(vector[d]) + words.choice(POLES[d][int(vector[d] < 0)]) for d in strongest]
 
 
 def item_text(vector: np.ndarray, bias: float, category: str, words: np.random.Generator) -> dict:
-    """A title and a description in plain words: the item's latent tastes, its quality (the
-    item's bias) and its category."""
-    first, second, third = _pole_words(vector, words, 3)
-    quality = words.choice(QUALITY[int(np.digitize(bias, [-0.15, 0.15]))])
+    """A title (the two strongest tastes) and a description (its quality and every taste, how
+    strongly each) in plain words: what a new item's text tells that its category does not."""
+    tastes = _pole_words(vector, words, len(vector), graded=True)
+    quality = words.choice(QUALITY[int(np.digitize(bias, QUALITY_EDGES))])
     noun = NOUNS[category]
-    return {"title": f"{first.capitalize()} {second} {noun}",
-            "description": f"{_article(quality).capitalize()} {quality}, {first} and {third} {noun} with "
-                           f"{_article(second)} {second} feel."}
+    return {"title": f"{tastes[0].capitalize()} {tastes[1]} {noun}",
+            "description": f"{_article(quality).capitalize()} {quality} {noun}: {', '.join(tastes[:-1])} and {tastes[-1]}."}
 
 
 def _article(word: str) -> str:

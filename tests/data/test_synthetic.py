@@ -110,3 +110,14 @@ def test_malformed_injection_counts_every_kind(tmp_path):
     after = (tmp_path / "events.jsonl").read_text().splitlines()
     assert len(after) == len(before) + 21
     assert expected == {kind: 3 for kind in malformed.KINDS}
+
+
+def test_an_items_text_names_every_taste_strongest_first_with_its_strength_and_its_quality():
+    text = synthetic.item_text(np.array([0.2, -1.3, 0.6, -0.5]), 0.5, "movies", np.random.default_rng(0))
+    description = text["description"]
+    assert description.split(":")[0].split()[1] in synthetic.QUALITY[4]  # 0.5: the top grade
+    tastes = description.split(": ")[1].rstrip(".").replace(" and ", ", ").split(", ")
+    # by strength: dimension 1 (-1.3, very), 2 (0.6), 3 (-0.5), 0 (0.2, slightly); each from its sign's pole
+    for said, (dimension, pole, grade) in zip(tastes, [(1, 1, "very "), (2, 0, ""), (3, 1, ""), (0, 0, "slightly ")]):
+        assert said.startswith(grade) and said[len(grade):] in synthetic.POLES[dimension][pole], (said, dimension)
+    assert text["title"].lower() == f"{tastes[0]} {tastes[1]} film"

@@ -115,7 +115,7 @@ def test_two_workers_resume_after_a_kill_and_only_the_chief_exports(trainer, tmp
     inputs, properties, _ = trainer
     backup = tmp_path / "backup"
     properties = with_training(properties, strategy="multi_worker_mirrored", logical_cpu_devices=0, epochs=3,
-                               patience=100, batch_size=48, backup_dir=str(backup))
+                               patience=100, batch_size=96, backup_dir=str(backup))
     configs = cluster([free_port(), free_port()])
     log = open(tmp_path / "first_attempt.log", "w")
     workers = [start_trainer(inputs, properties, tmp_path, tf_config, log) for tf_config in configs]

@@ -82,11 +82,13 @@ def test_blessed_model_is_pushed_in_the_tf_serving_layout(first_run, work_dir):
 
 
 # The gap to the oracle varies from training to training (not from the eval split: its examples
-# are fixed by the log's seed). Recorded on this log and config over 10 trainings (issue 5's and
-# 11's notes): click 0.0169-0.0176, purchase 0.0152-0.0164, like 0.0177-0.0305 (sd ~0.004). The
-# mean over the three tasks averages like's noise (sd ~0.0015 around 0.018), so it is bounded at
-# 0.025, over 4 sd from its mean; each task alone only at 0.04, like's worst draw plus ~2.5 sd.
-MEAN_GAP_BOUND, TASK_GAP_BOUND = 0.025, 0.04
+# are fixed by the log's seed). On the log before items had tastes of their own (2026-12-03), 10
+# trainings gave click 0.0169-0.0176, purchase 0.0152-0.0164, like 0.0177-0.0305 (sd ~0.004; the
+# mean over the three tasks, sd ~0.0015). On today's log, with id dropout 0.3, one training gave
+# click 0.0315, like 0.0279, purchase 0.0277 (mean 0.029; without id dropout: 0.0310, 0.0421,
+# 0.0395). Bounds: the mean at 0.035, 4 of the earlier sd above that; each task at 0.045, like's
+# earlier spread above the worst task.
+MEAN_GAP_BOUND, TASK_GAP_BOUND = 0.035, 0.045
 
 
 @SHARED_RUN

@@ -10,6 +10,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 
 from mtrec.config import PipelineConfig
 from mtrec.models.multitask import build_multitask_model
+from mtrec.pipeline.datasets import with_unknown_ids
 from mtrec.pipeline.export import export_serving_model
 from mtrec.pipeline.preprocessing import preprocessing_fn
 from mtrec.pipeline.training import vocab_sizes
@@ -88,6 +89,27 @@ def test_labels_carry_their_presence_and_a_positive_value_maps_to_one(transforme
     np.testing.assert_array_equal(_column(rows, "like__present"), [1, 0, 1, 1])
     np.testing.assert_array_equal(_column(rows, "sex"), [1, 0, 0, 1])
     np.testing.assert_array_equal(_column(rows, "sex__present"), [1, 1, 0, 1])
+
+
+def test_id_dropout_reads_that_share_of_vocabulary_ids_as_unknown_ones_and_leaves_hashed_ids(transformed):
+    rows, output = transformed
+    known = output.vocabulary_size_by_name("user_id")
+    batch = {name: tf.tile(rows[name], [1000, 1]) for name in ("user_id", "item_id", "device")}  # 4,000 rows
+    config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"id_dropout": 0.25}})
+    batches = with_unknown_ids(tf.data.Dataset.from_tensors(batch).repeat(2), config, output)
+    dropped, second = [{name: value.numpy().reshape(-1) for name, value in b.items()} for b in batches]
+    before = batch["user_id"].numpy().reshape(-1)
+    assert before.max() < known  # every id of the rows is in the vocabulary
+    unknown = dropped["user_id"] >= known
+    assert 0.22 < unknown.mean() < 0.28  # 0.25 +- 4 sd of 4,000 draws
+    assert set(dropped["user_id"][unknown]) == {known, known + 1}  # either OOV bucket (oov_buckets: 2)
+    np.testing.assert_array_equal(dropped["user_id"][~unknown], before[~unknown])
+    for name in ("item_id", "device"):  # a hashed id has no unknown row; a categorical is not an id
+        np.testing.assert_array_equal(dropped[name], batch[name].numpy().reshape(-1))
+    assert not np.array_equal(dropped["user_id"], second["user_id"])  # each batch draws its own
+    again = [b["user_id"].numpy().reshape(-1) for b in with_unknown_ids(tf.data.Dataset.from_tensors(batch).repeat(2),
+                                                                         config, output)]
+    np.testing.assert_array_equal(again[0], dropped["user_id"])  # from training.seed: the same on a rerun
 
 
 def _example(row):
