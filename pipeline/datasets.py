@@ -52,7 +52,8 @@ def with_unknown_ids(batches: tf.data.Dataset, config: PipelineConfig, tft_outpu
             ids = batch[name]
             seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2)
             which, bucket = seeds[0], seeds[1]
-            unknown = size + tf.random.stateless_uniform(tf.shape(ids), bucket, 0, features.oov_buckets, dtype=ids.dtype)
+            unknown = size + tf.random.stateless_uniform(tf.shape(ids), bucket, 0, features.oov_buckets,
+                                                         dtype=ids.dtype)
             batch[name] = tf.where(tf.random.stateless_uniform(tf.shape(ids), which) < rate, unknown, ids)
         return batch
 

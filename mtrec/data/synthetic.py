@@ -121,8 +121,9 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     os.makedirs(out_dir, exist_ok=True)
     n, n_users, n_items = spec.impressions, spec.users, spec.items
 
-    # Side tables. Latent vectors are mostly explained by observed attributes (learnable from the
-    # tables), plus an individual part that only id embeddings can pick up.
+    # Side tables. A user's tastes are mostly their age's and region's (learnable from the tables),
+    # plus a small part of their own; an item's are partly its category's, the rest its own, which
+    # only its id embedding (once seen) and its text can tell.
     age = rng.integers(len(AGE_BUCKETS), size=n_users)
     region = rng.integers(len(REGIONS), size=n_users)
     signup_day = START_MS // DAY_MS + rng.integers(-720, 0, size=n_users)
@@ -246,7 +247,8 @@ def item_text(vector: np.ndarray, bias: float, category: str, words: np.random.G
     quality = words.choice(QUALITY[int(np.digitize(bias, QUALITY_EDGES))])
     noun = NOUNS[category]
     return {"title": f"{tastes[0].capitalize()} {tastes[1]} {noun}",
-            "description": f"{_article(quality).capitalize()} {quality} {noun}: {', '.join(tastes[:-1])} and {tastes[-1]}."}
+            "description": f"{_article(quality).capitalize()} {quality} {noun}: "
+                           f"{', '.join(tastes[:-1])} and {tastes[-1]}."}
 
 
 def _article(word: str) -> str:

@@ -1,7 +1,8 @@
 """Both notebooks execute top to bottom on small data, and the accuracy benchmark writes its table.
 
-The benchmark (one architecture x one weighting: each more is a further training) on the shared small run (4,000 impressions,
-with single-task baselines) feeds notebook 02, as a user's `bench/accuracy.py` run would.
+The benchmark (one architecture x one weighting: each more is one more training) on the shared
+small run (4,000 impressions, with single-task baselines) feeds notebook 02, as a user's
+`bench/accuracy.py` run would.
 """
 import json
 import os
