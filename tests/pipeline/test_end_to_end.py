@@ -84,10 +84,11 @@ def test_blessed_model_is_pushed_in_the_tf_serving_layout(first_run, work_dir):
 # The gap to the oracle varies from training to training (not from the eval split: its examples
 # are fixed by the log's seed). On the log before items had tastes of their own (2026-12-03), 10
 # trainings gave click 0.0169-0.0176, purchase 0.0152-0.0164, like 0.0177-0.0305 (sd ~0.004; the
-# mean over the three tasks, sd ~0.0015). On today's log, with id dropout 0.3, two trainings gave
-# click 0.0315 and 0.0326, like 0.0279 and 0.0312, purchase 0.0277 and 0.0307 (means 0.029 and
-# 0.0315; without id dropout: 0.0310, 0.0421, 0.0395). Bounds: the mean at 0.037, about 4 of the
-# earlier sd above the worse mean; each task at 0.045, like's earlier spread above the worst task.
+# mean over the three tasks, sd ~0.0015). On today's log, with id dropout 0.3, three trainings
+# gave click 0.0315, 0.0326, 0.0291, like 0.0279, 0.0312, 0.0346, purchase 0.0277, 0.0307, 0.0313
+# (means 0.029, 0.0315, 0.0317; without id dropout: 0.0310, 0.0421, 0.0395). Bounds: the mean at
+# 0.037, about 3.5 of the earlier sd above the worst mean; each task at 0.045, like's earlier
+# spread above the worst task.
 MEAN_GAP_BOUND, TASK_GAP_BOUND = 0.037, 0.045
 
 
