@@ -41,10 +41,9 @@ def with_unknown_ids(batches: tf.data.Dataset, config: PipelineConfig, tft_outpu
     stateless, one seed per batch from `training.seed`: the same batches drop the same ids on one
     device or several."""
     features, rate = config.features, config.training.id_dropout
-    known = {name: tft_output.vocabulary_size_by_name(name) for name in sorted(features.ids)
-             if name in features.vocabulary and features.oov_buckets}  # hashed ids have no unknown rows
-    if not rate or not known:
+    if not (rate and features.oov_buckets and features.ids):  # hashed ids are `features.hashed`: no OOV rows
         return batches
+    known = {name: tft_output.vocabulary_size_by_name(name) for name in sorted(features.ids)}
 
     def drop(batch, seed):
         batch = dict(batch)

@@ -96,8 +96,9 @@ def test_id_dropout_reads_that_share_of_vocabulary_ids_as_unknown_ones_and_leave
     known = output.vocabulary_size_by_name("user_id")
     batch = {name: tf.tile(rows[name], [1000, 1]) for name in ("user_id", "item_id", "device")}  # 4,000 rows
     config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"id_dropout": 0.25}})
-    batches = with_unknown_ids(tf.data.Dataset.from_tensors(batch).repeat(2), config, output)
-    dropped, second = [{name: value.numpy().reshape(-1) for name, value in b.items()} for b in batches]
+    two_batches = lambda: [{name: value.numpy().reshape(-1) for name, value in b.items()}  # noqa: E731
+                           for b in with_unknown_ids(tf.data.Dataset.from_tensors(batch).repeat(2), config, output)]
+    dropped, second = two_batches()
     before = batch["user_id"].numpy().reshape(-1)
     assert before.max() < known  # every id of the rows is in the vocabulary
     unknown = dropped["user_id"] >= known
@@ -107,9 +108,8 @@ def test_id_dropout_reads_that_share_of_vocabulary_ids_as_unknown_ones_and_leave
     for name in ("item_id", "device"):  # a hashed id has no unknown row; a categorical is not an id
         np.testing.assert_array_equal(dropped[name], batch[name].numpy().reshape(-1))
     assert not np.array_equal(dropped["user_id"], second["user_id"])  # each batch draws its own
-    again = [b["user_id"].numpy().reshape(-1) for b in with_unknown_ids(tf.data.Dataset.from_tensors(batch).repeat(2),
-                                                                         config, output)]
-    np.testing.assert_array_equal(again[0], dropped["user_id"])  # from training.seed: the same on a rerun
+    # from training.seed: the same on a rerun
+    np.testing.assert_array_equal(two_batches()[0]["user_id"], dropped["user_id"])
 
 
 def _example(row):
