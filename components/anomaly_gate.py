@@ -1,5 +1,5 @@
 """AnomalyGate: stops the pipeline before Transform when the examples do not fit the schema or
-the config.
+the config, or (daily logs) drifted from the previous span beyond the config's thresholds.
 
 ExampleValidator in TFX 1.16 records anomalies but does not fail; this component reads them,
 and checks the data against the config (`mtrec.components.data_check`), and raises
@@ -7,6 +7,7 @@ and checks the data against the config (`mtrec.components.data_check`), and rais
 no problem first appears after training.
 """
 
+import json
 import os
 
 import tensorflow as tf
@@ -19,7 +20,10 @@ from mtrec.components import data_check
 
 
 class DataAnomalyError(RuntimeError):
-    """The examples do not match the schema or the config; the message lists every problem."""
+    """The examples do not match the schema or the config; the message lists every problem.
+    `drift` holds the drift measurements (`mtrec.components.drift.measure`), if any were taken."""
+
+    drift: list = []
 
 
 def describe_anomalies(anomalies_uri: str, split_names) -> list:
@@ -41,15 +45,31 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
 def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
                 statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
                 schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-                config: tfx.dsl.components.Parameter[str], source: tfx.dsl.components.Parameter[str] = "") -> None:
+                config: tfx.dsl.components.Parameter[str], source: tfx.dsl.components.Parameter[str] = "",
+                drift: tfx.dsl.components.Parameter[str] = "{}",
+                previous_statistics: tfx.dsl.components.InputArtifact[
+                    tfx.types.standard_artifacts.ExampleStatistics] = None) -> None:
+    """`previous_statistics`: the previous span's (daily logs), compared with `drift`'s thresholds."""
+    from mtrec.components import drift as drift_check
+    from mtrec.components.spans import span_date
     from mtrec.config import PipelineConfig
 
     found = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     lines = [f"  [{split}] {feature}: {text}" for split, feature, text in found]
     parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
     train = data_check.load_statistics(statistics.uri, "train")
-    lines += [f"  {problem}" for problem in data_check.problems(PipelineConfig.from_json(config), parsed, train,
-                                                                source or "the examples")]
+    checked = PipelineConfig.from_dict({**json.loads(config), "drift": json.loads(drift)})
+    lines += [f"  {problem}" for problem in data_check.problems(checked, parsed, train, source or "the examples")]
+    measured = []
+    if previous_statistics is not None and checked.drift.gate:
+        measured = drift_check.measure(train, data_check.load_statistics(previous_statistics.uri, "train"), parsed,
+                                       checked)
+        since = span_date(previous_statistics.span or 0)
+        lines += [f"  {row['feature']}: drifted since span {since}: {row['measure']} distance {row['distance']:.3f} > "
+                  f"threshold {row['threshold']:g} (drift.features.{row['feature']} sets it)"
+                  for row in measured if row["drifted"]]
     if lines:
-        raise DataAnomalyError("the examples do not fit the schema or the config; stopping before Transform and "
-                               "Trainer:\n" + "\n".join(lines))
+        error = DataAnomalyError("the examples do not fit the schema or the config; stopping before Transform and "
+                                 "Trainer:\n" + "\n".join(lines))
+        error.drift = measured
+        raise error

@@ -6,6 +6,11 @@ impression into the train and eval splits of an `Examples` artifact, as ExampleG
 refused line goes to the `dead_letter` artifact with its reason, counted in Beam metrics
 (namespace `mtrec.ingest`) and in the artifact's `counts.json`.
 
+Daily logs are spans: with `input_config` patterns under `{YYYY}-{MM}-{DD}/` folders and a
+`range_config`, TFX's ExampleGen driver picks the span (the newest, or the one asked for),
+fingerprints its files for the cache and records `span` on the Examples, as FileBasedExampleGen's
+does; where no driver runs (Kubeflow), the executor resolves the span the same way.
+
 Spec, component and executor live together: the executor is the only implementation of the spec.
 """
 from __future__ import annotations
@@ -23,11 +28,15 @@ import tensorflow as tf
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from tfx import types
+from tfx.components.example_gen import driver, utils
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.utils import proto_utils
 
 from mtrec.components import events as ev
+from mtrec.components.spans import LATEST, span_number
 from mtrec.terminal import PROGRESS
 from mtrec.transformed import REVIEWS_BEFORE
 
@@ -59,8 +68,14 @@ class LogExampleGenSpec(types.ComponentSpec):
         "split_seed": ExecutionParameter(type=int, optional=True),
         "test_days": ExecutionParameter(type=int, optional=True),
         "test_percent": ExecutionParameter(type=int, optional=True),
-        # Changes when the input files change, so TFX's cache never serves examples of older logs.
+        # Changes when the input files change, so TFX's cache never serves examples of older logs
+        # (the driver replaces it with its own fingerprint of the span's files where it runs).
         "input_fingerprint": ExecutionParameter(type=str),
+        # One split per table (`input_patterns`); a date pattern makes day folders spans.
+        "input_config": ExecutionParameter(type=example_gen_pb2.Input),
+        "range_config": ExecutionParameter(type=range_config_pb2.RangeConfig, optional=True),
+        # Where no driver runs (Kubeflow): the day to ingest, a run-time parameter; `latest` or unset: the newest.
+        "span_date": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -68,6 +83,38 @@ class LogExampleGenSpec(types.ComponentSpec):
         "dead_letter": ChannelParameter(type=DeadLetter),
         "reviews": ChannelParameter(type=Reviews),
     }
+
+
+def input_patterns(input_format: str, span_pattern: str = "") -> example_gen_pb2.Input:
+    """ExampleGen's input config for the three tables, under `span_pattern` folders (e.g.
+    `{YYYY}-{MM}-{DD}`) or directly in the input base."""
+    return example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=t, pattern=os.path.join(span_pattern, f"{t}*.{input_format}*")) for t in TABLES])
+
+
+def span_range(span: int | None) -> range_config_pb2.RangeConfig | None:
+    """The RangeConfig that ingests span `span` (None: the newest)."""
+    if span is None:
+        return None
+    return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=span, end_span_number=span))
+
+
+def resolve_input(exec_properties: Dict[str, Any]) -> tuple:
+    """(folder of the span's tables, span): the driver's resolution, or the same done here."""
+    config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties["input_config"], config)
+    span = exec_properties.get(utils.SPAN_PROPERTY_NAME)
+    if span is None:  # no driver ran (Kubeflow): resolve as it would
+        range_config = None
+        if exec_properties.get("range_config"):
+            range_config = proto_utils.json_to_proto(exec_properties["range_config"], range_config_pb2.RangeConfig())
+        elif exec_properties.get("span_date") not in (None, "", LATEST):
+            range_config = span_range(span_number(exec_properties["span_date"]))
+        _, span, _ = utils.calculate_splits_fingerprint_span_and_version(
+            exec_properties["input_base"], config.splits, range_config)
+    folder = os.path.dirname(config.splits[0].pattern)
+    return os.path.join(exec_properties["input_base"], folder) if folder else exec_properties["input_base"], span
 
 
 def input_fingerprint(input_base: str) -> str:
@@ -304,8 +351,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         test_days, test_percent = exec_properties.get("test_days") or 0, exec_properties.get("test_percent") or 0
         examples.split_names = artifact_utils.encode_split_names(
             split_names(exec_properties["split"], test_days, test_percent))
+        tables, span = resolve_input(exec_properties)
+        examples.span = span  # the property too, which StatisticsGen copies onto its statistics
+        examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, span)
+        logging.info("%singesting %s (span %d)", PROGRESS, tables, span)
         pipeline = self._make_beam_pipeline()
-        build_ingestion(pipeline, exec_properties["input_base"], exec_properties["input_format"],
+        build_ingestion(pipeline, tables, exec_properties["input_format"],
                         exec_properties["split"], exec_properties["eval_days"], exec_properties["eval_percent"],
                         examples.uri, dead_letter.uri, exec_properties.get("split_seed") or 0, test_days, test_percent,
                         reviews.uri)
@@ -328,12 +379,16 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
 
     SPEC_CLASS = LogExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+    DRIVER_CLASS = driver.FileBasedDriver  # FileBasedExampleGen's: span, fingerprint, both recorded
 
     def __init__(self, input_base: str, input_format: str = "jsonl", split: str = "time", eval_days: int = 1,
                  eval_percent: int = 20, split_seed: int = 0, test_days: int = 0, test_percent: int = 0,
-                 fingerprint=None):
+                 fingerprint=None, span_pattern: str = "", span=None, span_date=None):
         """`fingerprint` defaults to `input_fingerprint(input_base)`, taken now; a compiled
-        (Kubeflow) pipeline passes a run-time parameter instead, as its files are read later."""
+        (Kubeflow) pipeline passes a run-time parameter instead, as its files are read later.
+        `span_pattern` (e.g. `{YYYY}-{MM}-{DD}`) reads the tables from span folders under
+        `input_base`: span number `span`, or the newest when None; `span_date` (a date, or a
+        run-time parameter) says which where no driver resolves it (Kubeflow)."""
         if input_format not in ("jsonl", "csv"):
             raise ValueError(f"LogExampleGen: input_format={input_format!r}; expected jsonl or csv")
         super().__init__(spec=LogExampleGenSpec(
@@ -342,5 +397,6 @@ class LogExampleGen(base_beam_component.BaseBeamComponent):
             # only when asked for, so the cache key of a run without a test split stays as it was
             test_days=test_days or None, test_percent=test_percent or None,
             input_fingerprint=input_fingerprint(input_base) if fingerprint is None else fingerprint,
+            input_config=input_patterns(input_format, span_pattern), range_config=span_range(span), span_date=span_date,
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letter=types.Channel(type=DeadLetter), reviews=types.Channel(type=Reviews)))

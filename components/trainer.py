@@ -1,4 +1,4 @@
-"""TFX's Trainer with one more optional input: the TextEmbedder's vectors.
+"""TFX's Trainer with one more optional input: the TextEmbedder's vectors (and its `base_model`).
 
 The same spec, GenericExecutor and `run_fn` contract as `tfx.components.Trainer`; the executor
 hands the `text_embeddings` artifact's URI to `run_fn` as `fn_args.custom_config["text_embeddings"]`,
@@ -19,6 +19,7 @@ from tfx.utils import json_utils
 from mtrec.components.text_embedder import TextEmbeddings
 
 TEXT_EMBEDDINGS = "text_embeddings"
+SPAN = "span"  # custom_config key and Model property: the newest span a daily run trained on
 
 
 class TrainerSpec(standard_component_specs.TrainerSpec):
@@ -34,6 +35,12 @@ class Executor(trainer_executor.GenericExecutor):
                                      TEXT_EMBEDDINGS: artifact_utils.get_single_uri(input_dict[TEXT_EMBEDDINGS])}
         return fn_args
 
+    def Do(self, input_dict, output_dict, exec_properties):
+        super().Do(input_dict, output_dict, exec_properties)
+        span = json_utils.loads(exec_properties.get("custom_config") or "{}").get(SPAN)
+        if span is not None:  # what the next day's warm start and gate look for (spans.BlessedBeforeSpanStrategy)
+            artifact_utils.get_single_instance(output_dict["model"]).set_int_custom_property(SPAN, span)
+
 
 class Trainer(base_component.BaseComponent):
     """`tfx.components.Trainer(run_fn=...)` plus `text_embeddings`."""
@@ -43,9 +50,11 @@ class Trainer(base_component.BaseComponent):
 
     def __init__(self, run_fn: str, examples: types.BaseChannel, transform_graph: types.BaseChannel,
                  schema: types.BaseChannel, train_args: trainer_pb2.TrainArgs, eval_args: trainer_pb2.EvalArgs,
-                 custom_config: Dict[str, Any], text_embeddings: Optional[types.BaseChannel] = None):
+                 custom_config: Dict[str, Any], text_embeddings: Optional[types.BaseChannel] = None,
+                 base_model: Optional[types.BaseChannel] = None):
+        """`base_model`: the model to warm-start from (`fn_args.base_model`), e.g. the latest blessed one."""
         super().__init__(spec=TrainerSpec(
-            run_fn=run_fn, examples=examples, transform_graph=transform_graph, schema=schema,
+            run_fn=run_fn, examples=examples, transform_graph=transform_graph, schema=schema, base_model=base_model,
             train_args=train_args, eval_args=eval_args, custom_config=json_utils.dumps(custom_config),
             text_embeddings=text_embeddings,
             model=types.Channel(type=standard_artifacts.Model),

@@ -2,13 +2,16 @@
 
     mtrec generate-logs --out DIR          write the seeded synthetic interaction log
     mtrec run --work-dir W                 raw logs -> TFX pipeline -> blessed model pushed for TF Serving
+    mtrec run --logs DIR --span latest     a daily log's newest day: window, warm start, drift check
+    mtrec history --work-dir W             the runs of a work dir, a row (and a plot point) each
+    mtrec skew --requests DIR --work-dir W logged serving requests against the training data
     mtrec data movielens-100k --out DIR    download MovieLens 100K (GroupLens) for `run --dataset`
     mtrec config [--from-table FILE]       print the default configuration (or a table's draft) as YAML
     mtrec embed --input F --field N --out F   a text field's MiniLM vectors, row by row
     mtrec serve --model-base-path DIR      serve the pushed versions over TF Serving's gRPC and REST APIs
     mtrec query --target H:P --json '{..}' task scores from TF Serving (real or `mtrec serve`)
     mtrec recommend --user-json .. --items F   top-K items by a blend of task scores
-    mtrec kfp compile|upload|run           the pipeline on Kubeflow Pipelines
+    mtrec kfp compile|upload|run|schedule  the pipeline on Kubeflow Pipelines
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import List, Optional
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, SYNTHETIC_TEXT_FIELDS, WEIGHTINGS,
                           ConfigError, PipelineConfig, dataset_preset)
+from mtrec.data.synthetic import DAILY_TASTE_DRIFT, LAYOUTS
 from mtrec.reporting.table import format_summary
 from mtrec.serving import commands as serving_commands
 
@@ -47,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--gzip", action="store_true", help="write events.jsonl.gz")
     gen.add_argument("--malformed", type=int, default=0,
                      help="mix N malformed lines of every kind into the events, to see the dead-letter path")
+    gen.add_argument("--layout", choices=LAYOUTS, default="flat",
+                     help="flat: one log; daily: one folder per day, OUT/YYYY-MM-DD/, for `run --span`")
+    gen.add_argument("--taste-drift", type=float,
+                     help="daily step of each age group's tastes (default 0.05 with --layout daily, else 0)")
+    gen.add_argument("--shift-day", type=int, default=-1,
+                     help="a sharp shift on this day (0-based): most impressions from tablets, for the drift check")
 
     run = commands.add_parser("run", help="run the whole TFX pipeline locally",
                               description="Ingest, validate, transform, train, evaluate per task and push, "
@@ -56,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--work-dir", required=True, help="pipeline root, MLMD store, serving dir and summary")
     run.add_argument("--logs", help="directory of raw event logs (events*, items*, users*); default: synthetic")
     run.add_argument("--config", help="YAML config (see `mtrec config`); flags below override it")
+    run.add_argument("--span", help="--logs is a daily log (YYYY-MM-DD folders): ingest this day's, `latest` or "
+                                    "a date; trains on the last data.window_days days, warm-started")
+    run.add_argument("--window-days", type=int, help="days the Trainer reads up to --span (data.window_days)")
     run.add_argument("--impressions", type=int, help="size of the generated synthetic log")
     run.add_argument("--dataset", choices=DATASETS, help="synthetic (default) or a public dataset's preset")
     run.add_argument("--data-dir", help="where the --dataset files are (MovieLens: u.data, u.user, u.item)")
@@ -103,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--beam-arg", action="append", dest="beam_args", metavar="ARG",
                        help="Beam pipeline argument for the encoding job, repeatable (default: DirectRunner in this "
                             "process), e.g. --beam-arg=--runner=DataflowRunner")
+    skew = commands.add_parser("skew", help="compare logged serving requests with the training data (TFDV)",
+                               description="TFDV statistics of the requests `mtrec serve --request-log-dir` logged, "
+                                           "against the training statistics of WORK_DIR's latest run: each feature's "
+                                           "distance (L-infinity, Jensen-Shannon) and whether it is over the config's "
+                                           "drift threshold. Exit status 1 when a feature is skewed.")
+    skew.add_argument("--requests", required=True, help="the request log directory")
+    skew.add_argument("--work-dir", required=True, help="the `mtrec run` work dir of the served model")
+    skew.add_argument("--config", help="YAML config whose drift thresholds to use (default: the defaults)")
+    skew.add_argument("--statistics", help="a StatisticsGen artifact URI instead of the latest run's")
+    hist = commands.add_parser("history", help="print a work dir's runs and plot each task's metric over them",
+                               description="One row per `mtrec run` in WORK_DIR/history.jsonl: span, warm start, "
+                                           "each task's gated metric, blessed, features found drifting.")
+    hist.add_argument("--work-dir", required=True)
+    hist.add_argument("--plot", help="PNG to write (default WORK_DIR/history.png)")
     serving_commands.add_commands(commands)
     _kfp_parser(commands)
     return parser
@@ -131,6 +158,15 @@ def _kfp_parser(commands) -> None:
         command = verbs.add_parser(verb, help=text)
         command.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://127.0.0.1:8080")
         command.add_argument("--package", required=True, help="the compiled pipeline.yaml")
+    every = verbs.add_parser("schedule", help="create a recurring run (daily) of a compiled pipeline.yaml")
+    every.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://127.0.0.1:8080")
+    every.add_argument("--package", required=True, help="the compiled pipeline.yaml (compiled with data.span set)")
+    every.add_argument("--cron", required=True, help="when, KFP's cron (seconds first; 5 fields get 0 seconds), "
+                                                     "e.g. '0 0 6 * * *' for 06:00 every day")
+    every.add_argument("--span", default="latest", help="run parameter: the day each run ingests (default latest)")
+    every.add_argument("--experiment", default="mtrec", help="experiment to run in (default mtrec)")
+    every.add_argument("--name", help="name of the recurring run (default PIPELINE-daily)")
+    every.add_argument("--pipeline-root", help="override the compiled pipeline root (gs://...)")
     upload, start = verbs.choices["upload"], verbs.choices["run"]
     upload.add_argument("--name", help="pipeline name (default: the compiled one)")
     upload.add_argument("--version", help="add this version to an existing pipeline of that name")
@@ -159,6 +195,9 @@ def kfp_command(args) -> int:
         json_path, yaml_path = pipelines.compile_pipeline(PipelineConfig.from_dict(raw), args.output_dir)
         print(f"Wrote {json_path} (KubeflowV2DagRunner PipelineJob) and {yaml_path} (OSS KFP pipeline spec)\n"
               f"{pipelines.summary(json_path)}")
+    elif args.kfp_command == "schedule":
+        print(f"Scheduled {args.package} on {args.host} ({args.cron}): recurring run "
+              f"{pipelines.schedule(args.host, args.package, args.cron, args.experiment, args.name, args.span, args.pipeline_root)}")
     elif args.kfp_command == "upload":
         print(f"Uploaded {args.package} to {args.host}: pipeline id "
               f"{pipelines.upload(args.host, args.package, args.name, args.version)}")
@@ -191,6 +230,12 @@ def load_config(args) -> PipelineConfig:
         raw["text"]["ablation"] = True
     if args.logs:
         raw["data"].update(source="events", path=args.logs)
+    if args.span:  # a day is one span: split it by impression id unless the file says otherwise
+        raw["data"]["span"] = args.span
+        if "split" not in (from_file.get("data") or {}):
+            raw["data"]["split"] = "hash"
+    if args.window_days is not None:
+        raw["data"]["window_days"] = args.window_days
     if args.impressions is not None:
         raw["data"]["impressions"] = args.impressions
     if args.model:
@@ -272,6 +317,29 @@ def run_command(args) -> int:
     return 0
 
 
+def skew_command(args) -> int:
+    import json
+
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+
+    from mtrec.components.data_check import load_statistics
+    from mtrec.reporting.summary import latest_run_outputs
+    from mtrec.serving.skew import skew
+
+    config = PipelineConfig.load(args.config) if args.config else PipelineConfig()
+    outputs = latest_run_outputs(os.path.join(args.work_dir, "metadata.db"))
+    statistics = args.statistics or outputs[("StatisticsGen", "statistics")].uri
+    schema = outputs.get(("ImportSchemaGen", "schema")) or outputs[("SchemaGen", "schema")]
+    report = skew(args.requests, load_statistics(statistics, "train"),
+                  io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema()), config)
+    for row in report["measurements"]:
+        print(f"{row['feature']:<18} {row['measure']:<15} {row['distance']:8.4f}  threshold {row['threshold']:g}"
+              f"{'  SKEWED' if row['skewed'] else ''}")
+    print(json.dumps({k: report[k] for k in ("requests_examples", "skewed", "not_in_requests")}))
+    return 1 if report["skewed"] else 0
+
+
 def failure_paragraph(error: BaseException, log_path: str) -> str:
     """What failed, where, and what to do, in a few lines."""
     component = getattr(error, "mtrec_component", None)
@@ -295,12 +363,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             return kfp_command(args)
         if args.command == "config":
             print(config_text(args), end="")
+        elif args.command == "skew":
+            return skew_command(args)
+        elif args.command == "history":
+            from mtrec.reporting import history
+
+            entries = history.read(args.work_dir)
+            print(history.table(entries))
+            print(f"Plot: {history.plot(entries, args.plot or os.path.join(args.work_dir, 'history.png'))}")
         elif args.command == "generate-logs":
             from mtrec.data import malformed, synthetic
 
+            drift = args.taste_drift if args.taste_drift is not None else DAILY_TASTE_DRIFT * (args.layout == "daily")
             spec = synthetic.SyntheticLogSpec(impressions=args.impressions, days=args.days, seed=args.seed,
-                                              task_correlation=args.task_correlation, gzip=args.gzip)
-            counts = synthetic.generate(args.out, spec)
+                                              task_correlation=args.task_correlation, gzip=args.gzip,
+                                              taste_drift=drift, shift_day=args.shift_day)
+            if args.malformed and args.layout == "daily":
+                raise ConfigError("--malformed works on a flat log; drop --layout daily")
+            counts = synthetic.generate(args.out, spec, args.layout)
             if args.malformed:
                 if args.gzip:
                     raise ConfigError("--malformed works on plain events.jsonl; drop --gzip")

@@ -206,6 +206,11 @@ class DataConfig:
       test_days, test_percent: an optional `test` split, never seen by training or early
         stopping: the last `test_days` days (after the eval days) or `test_percent` of ids.
       schema: schema.pbtxt to validate against; `infer` lets SchemaGen infer one.
+      span: "" reads the log in `path` as one; `latest` or a date (YYYY-MM-DD) reads `path` as a
+        daily log, one folder per day (`path/YYYY-MM-DD/`, TFX spans), and ingests that day's.
+        Each day is split by hash (`eval_percent`); the release Evaluator measures the day's eval split.
+      window_days: with `span`, Transform and Trainer read the last N days up to `span` (those
+        ingested by earlier runs are reused from MLMD, not read again).
     """
 
     source: str = "synthetic"
@@ -223,6 +228,24 @@ class DataConfig:
     impressions: int = 200_000
     days: int = 7
     seed: int = 0
+    span: str = ""
+    window_days: int = 1
+
+
+@dataclass
+class DriftConfig:
+    """TFDV drift comparators between a daily log's span and the one before it, checked before
+    Transform: a categorical feature's L-infinity distance, a numeric one's Jensen-Shannon
+    divergence, over `threshold` stops the run naming the feature (`features`: a threshold per
+    feature; 0 leaves it out). Ids are left out: a catalogue turns over by design. Label rates
+    are reported beside, not gated. The defaults let the synthetic log's slow daily drift through
+    and stop a sharp shift (see README).
+    """
+
+    categorical: float = 0.1
+    numeric: float = 0.1
+    features: Dict[str, float] = field(default_factory=dict)
+    gate: bool = True
 
 
 @dataclass
@@ -276,6 +299,10 @@ class TrainingConfig:
       steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
         results; callbacks still see every epoch). 1 under multi_worker_mirrored.
       jit_compile: compile the train step with XLA.
+      warm_start: on a daily log (`data.span`), start from the latest blessed model when there is
+        one (a one-off run trains from scratch, and a rerun reuses its cache): its dense layers as they
+        were, its id embeddings row by row through both runs' vocabularies (a known id keeps its
+        vector, a new id gets a fresh row, a dropped id goes); a model of another shape starts fresh.
       id_dropout: share of training examples whose each vocabulary id feature (features.ids) is
         read as an id never seen, so the OOV rows learn what to predict for a new item or user
         from its other features and text (DropoutNet); 0: no training example reaches them.
@@ -293,6 +320,7 @@ class TrainingConfig:
     steps_per_execution: int = 32
     jit_compile: bool = False
     id_dropout: float = 0.3
+    warm_start: bool = True
     backup_dir: str = ""
 
 
@@ -350,6 +378,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     slices: List[str] = field(default_factory=lambda: ["device", "category"])
     baselines: bool = False
     gate_against: str = "latest_blessed"
@@ -364,6 +393,7 @@ class PipelineConfig:
         _check(re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.name), "name", self.name,
                "must match [a-z0-9][a-z0-9-]* (Kubeflow pipeline names)")
         _check(self.orchestrator in ORCHESTRATORS, "orchestrator", self.orchestrator, f"must be one of {ORCHESTRATORS}")
+        data = self.data
         _check(self.data.source in SOURCES, "data.source", self.data.source, f"must be one of {SOURCES}")
         if self.data.source != "synthetic":
             _check(self.data.path, "data.path", self.data.path, f"is required for source {self.data.source}")
@@ -382,6 +412,16 @@ class PipelineConfig:
                    "is for ready example tables (source: examples)")
             _check({"train", "eval"} <= set(self.data.splits) <= set(SPLIT_NAMES), "data.splits",
                    sorted(self.data.splits), f"needs train and eval patterns, and may have test ({SPLIT_NAMES})")
+        if data.span:
+            _check(data.span == "latest" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", data.span), "data.span", data.span,
+                   "must be latest or a date, YYYY-MM-DD")
+            _check(data.source == "events", "data.span", data.span, "reads a daily event log (data.source: events)")
+            _check(data.split == "hash", "data.split", data.split,
+                   "must be hash with data.span: a day is one span, split by impression id")
+        _check(data.window_days >= 1, "data.window_days", data.window_days, "must be >= 1")
+        for name, value in [("categorical", self.drift.categorical), ("numeric", self.drift.numeric),
+                            *self.drift.features.items()]:
+            _check(value >= 0, f"drift.{name}", value, "must be >= 0 (0: not compared)")
         features = self.features
         names = features.names
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -643,6 +683,8 @@ class ServingConfig:
     (TF Serving's --enable_batching; merged batches stay within `max_batch_size` rows).
     `tls_cert_file` and `tls_key_file` (PEM, both or neither) serve gRPC over TLS.
     `poll_seconds` is how often the model base path is checked for new versions.
+    `request_log_dir` (default none) keeps `request_log_rate` of the Predict calls there as TF
+    Serving's `PredictionLog` records, what `mtrec skew` compares with the training data.
     """
 
     host: str = "127.0.0.1"
@@ -658,6 +700,8 @@ class ServingConfig:
     batch_threads: int = 2
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    request_log_dir: str = ""
+    request_log_rate: float = 0.1
 
     def __post_init__(self):
         for name in ("grpc_port", "rest_port"):
@@ -667,5 +711,6 @@ class ServingConfig:
         for name in ("max_batch_size", "intra_op_threads", "inter_op_threads"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _check(self.poll_seconds > 0, "poll_seconds", self.poll_seconds, "must be > 0")
+        _check(0 < self.request_log_rate <= 1, "request_log_rate", self.request_log_rate, "must be in (0, 1]")
         _check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file", self.tls_cert_file,
                "needs tls_key_file too (both or neither)")

@@ -16,6 +16,11 @@ model with them task by task; else a report-only `single_task_evaluator` measure
 same metrics, overall, so the summary compares them with the release Evaluator's candidate,
 without TFMA running the multi-task model a second time).
 
+A daily log (`data.span`): ingest reads one day folder (a TFX span); `span_window` resolves the
+last `data.window_days` spans' Examples from MLMD for Transform and Trainer, `previous_span_statistics`
+the previous span's statistics for AnomalyGate's drift check, and the latest model blessed on an
+earlier day is the Trainer's `base_model` (warm start) and the Evaluator's baseline.
+
 The same components feed LocalDagRunner here and KubeflowV2DagRunner (`mtrec.kubeflow.pipelines`).
 """
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dataclasses
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 from typing import List, Optional
 
@@ -35,9 +41,10 @@ from mtrec import schemas
 from mtrec.components.anomaly_gate import AnomalyGate
 from mtrec.components.csv_example_gen import CsvExampleGen
 from mtrec.components.log_example_gen import LogExampleGen
+from mtrec.components import spans
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.components.text_embedder import TextEmbedder
-from mtrec.components.trainer import Trainer
+from mtrec.components.trainer import SPAN, Trainer
 from mtrec.config import REVIEWS, PipelineConfig
 from mtrec.pipeline.evaluation import eval_config
 
@@ -54,6 +61,8 @@ SINGLE_TASK_EVALUATOR = "single_task_evaluator"
 TEST_EVALUATOR = "test_evaluator"
 NO_TEXT_TRAINER = "no_text_trainer"  # the text ablation: the same model without text features
 NO_TEXT_EVALUATOR = "no_text_evaluator"
+SPAN_WINDOW = "span_window"  # daily logs: the Examples of the last data.window_days spans
+PREVIOUS_STATISTICS = "previous_span_statistics"
 DEFAULT_SCHEMA = os.path.join(os.path.dirname(schemas.__file__), "schema.pbtxt")
 
 
@@ -73,14 +82,17 @@ def _hash_split(eval_percent: int, test_percent: int = 0) -> tfx.proto.Output:
         tfx.proto.SplitConfig.Split(name=name, hash_buckets=n) for name, n in buckets.items() if n]))
 
 
-def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None):
-    """Raw event logs go through LogExampleGen; ready example tables through TFX's own ExampleGens,
-    split by hash or by the user's own files (`data.splits`, TFX's input config)."""
+def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None, span_date=None):
+    """Raw event logs go through LogExampleGen (a daily log's span: `data.span`); ready example
+    tables through TFX's own ExampleGens, split by hash or by the user's own files (`data.splits`,
+    TFX's input config)."""
     data = config.data
     if data.source in ("synthetic", "events", "movielens-100k"):
         return LogExampleGen(input_base=data_dir, input_format=data.format, split=data.split,
                              eval_days=data.eval_days, eval_percent=data.eval_percent, split_seed=data.split_seed,
-                             test_days=data.test_days, test_percent=data.test_percent, fingerprint=fingerprint)
+                             test_days=data.test_days, test_percent=data.test_percent, fingerprint=fingerprint,
+                             span_pattern=spans.DATE_PATTERN if data.span else "", span=_span(config),
+                             span_date=span_date)
     if data.splits:
         splits = {"input_config": tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name=name, pattern=pattern) for name, pattern in data.splits.items()])}
@@ -93,6 +105,18 @@ def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None):
         return tfx.components.ImportExampleGen(input_base=data_dir, **splits)
     return tfx.components.FileBasedExampleGen(
         input_base=data_dir, custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor), **splits)
+
+
+def _span(config: PipelineConfig) -> Optional[int]:
+    """The span number of `data.span` when it names a day (`latest` is resolved where it runs)."""
+    return spans.span_number(config.data.span) if config.data.span not in ("", spans.LATEST) else None
+
+
+def span_resolver(name: str, channel, first: int, last: int, count: int) -> tfx.dsl.Resolver:
+    """The newest `channel` artifact of each of the last `count` spans in [first, last], from MLMD."""
+    return tfx.dsl.Resolver(strategy_class=spans.SpanWindowStrategy,
+                            config={"first_span": first, "last_span": last, "num_spans": count},
+                            **{name: channel})
 
 
 def schema_gen(config: PipelineConfig, statistics, default_schema: str = DEFAULT_SCHEMA):
@@ -141,38 +165,63 @@ def _source(config: PipelineConfig, paths: PipelinePaths) -> str:
 
 
 def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file: str = DEFAULT_SCHEMA,
-                      data_fingerprint=None) -> List:
+                      data_fingerprint=None, span_date=None) -> List:
     """The pipeline's components; `schema_file` is the default schema's path where they run and
-    `data_fingerprint` what tells TFX's cache that the logs changed (default: their files now)."""
+    `data_fingerprint` what tells TFX's cache that the logs changed (default: their files now);
+    `span_date` which day of a daily log to ingest where no driver resolves it (Kubeflow)."""
     custom_config = {"config": config.training_json(), "code": code_fingerprint(TRAINER_CODE)}
-    ingest = example_gen(config, paths.data, data_fingerprint)
-    examples = ingest.outputs["examples"]
+    ingest = example_gen(config, paths.data, data_fingerprint, span_date)
+    examples = ingest.outputs["examples"]  # this run's (span's): what the release is measured on
     statistics = tfx.components.StatisticsGen(examples=examples)
     schema = schema_gen(config, statistics.outputs["statistics"], schema_file)
     validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
                                                 schema=schema.outputs["schema"])
+    extra, previous, training_examples, span = [], None, examples, _span(config)
+    if span is not None:  # a day of a daily log: the window's spans from MLMD, the previous span's statistics
+        window = span_resolver("examples", tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                                           producer_component_id=ingest.id, output_key="examples"),
+                               span - config.data.window_days + 1, span, config.data.window_days).with_id(SPAN_WINDOW)
+        window.add_upstream_node(ingest)
+        before = span_resolver("statistics", tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
+                                                             producer_component_id=statistics.id,
+                                                             output_key="statistics"),
+                               0, span - 1, 1).with_id(PREVIOUS_STATISTICS)
+        extra += [window, before]
+        training_examples, previous = window.outputs["examples"], before.outputs["statistics"]
     gate = AnomalyGate(anomalies=validator.outputs["anomalies"], statistics=statistics.outputs["statistics"],
-                       schema=schema.outputs["schema"], config=config.transform_json(), source=_source(config, paths))
-    transform = transform_component(config, examples, schema.outputs["schema"])
+                       schema=schema.outputs["schema"], config=config.transform_json(), source=_source(config, paths),
+                       drift=json.dumps(dataclasses.asdict(config.drift), sort_keys=True),
+                       previous_statistics=previous)
+    transform = transform_component(config, training_examples, schema.outputs["schema"])
     transform.add_upstream_node(gate)
-    extra = []
     text = None
     if config.text.fields:
-        text = TextEmbedder(input_base=paths.data, fields=config.text.fields, input_format=config.data.format,
+        text_base = os.path.join(paths.data, config.data.span) if span is not None else paths.data
+        text = TextEmbedder(input_base=text_base, fields=config.text.fields, input_format=config.data.format,
                             encoder_path=config.text.encoder_path, max_length=config.text.max_length,
                             batch_size=config.text.batch_size, cache_dir=os.path.join(paths.root, "text_cache"),
                             fingerprint=data_fingerprint,
                             reviews=ingest.outputs["reviews"] if REVIEWS in config.text.fields else None)
         extra.append(text)
+    # A day's baseline (and warm start) is the latest model blessed on an earlier day's data.
+    latest_blessed = tfx.dsl.Resolver(
+        **({"strategy_class": spans.BlessedBeforeSpanStrategy, "config": {"span": span}} if span is not None
+           else {"strategy_class": tfx.dsl.experimental.LatestBlessedModelStrategy}),
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
+    if span is not None:
+        custom_config[SPAN] = span
 
-    def trainer_on(custom, with_text=True):
+    def trainer_on(custom, with_text=True, base_model=None):
         return Trainer(
             run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config=custom, text_embeddings=text.outputs["embeddings"] if text and with_text else None)
+            custom_config=custom, text_embeddings=text.outputs["embeddings"] if text and with_text else None,
+            base_model=base_model)
 
-    trainer = trainer_on(custom_config)
+    warm_start = config.training.warm_start and bool(config.data.span)
+    trainer = trainer_on(custom_config, base_model=latest_blessed.outputs["model"] if warm_start else None)
     if config.text.ablation:  # overall and on the cold-start slice, what the summary compares
         without = config.without_text()
         no_text = trainer_on({**custom_config, "config": without.training_json()}, with_text=False)
@@ -183,15 +232,12 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
     if config.baselines:
         single_task = trainer_on({**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
         extra.append(single_task)
+    if config.gate_against != "single_task" or warm_start:
+        extra.append(latest_blessed)
     if config.gate_against == "single_task":
         baseline_model = single_task.outputs["model"]
     else:
-        baseline = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
-        baseline_model = baseline.outputs["model"]
-        extra.append(baseline)
+        baseline_model = latest_blessed.outputs["model"]
         if config.baselines:  # overall, what the summary compares the multi-task model with
             extra.append(tfx.components.Evaluator(examples=examples, model=single_task.outputs["model"],
                                                   eval_config=eval_config(config, gated=False, sliced=False))

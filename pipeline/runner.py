@@ -1,7 +1,8 @@
 """Runs the pipeline locally (LocalDagRunner or BeamDagRunner, on Beam's DirectRunner) and writes
-`run_summary.json` and its plot."""
+`run_summary.json` and its plot, and appends the run to `history.jsonl` (`mtrec.reporting.history`)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,11 +14,14 @@ from typing import Callable, Dict, Optional
 
 import absl.logging
 
+from mtrec.components import spans
+from mtrec.components.anomaly_gate import DataAnomalyError
 from mtrec.components.log_example_gen import TABLES, input_files
 from mtrec.config import PipelineConfig
 from mtrec.data import movielens, synthetic
 from mtrec.pipeline import distribution
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
+from mtrec.reporting import history
 from mtrec.reporting.plot import plot_summary
 from mtrec.reporting.summary import summarize
 from mtrec.terminal import PROGRESS
@@ -110,9 +114,14 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     data_dir = os.path.abspath(data_dir or config.data.path)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    tables_dir = data_dir
+    if config.data.span:  # a daily log: `latest` becomes the newest day's date, here and in the pipeline
+        day = spans.resolve_span(data_dir, config.data.span)
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, span=day))
+        tables_dir = os.path.join(data_dir, day)
     if config.data.source != "examples":
         for table in TABLES:
-            input_files(data_dir, table, config.data.format)
+            input_files(tables_dir, table, config.data.format)
     paths = PipelinePaths(root=os.path.join(work_dir, "pipeline"), data=data_dir,
                           serving=os.path.join(work_dir, "serving"), metadata=os.path.join(work_dir, "metadata.db"))
     progress(f"Running pipeline {config.name!r} on {data_dir}")
@@ -126,6 +135,10 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     started = time.time()
     try:
         dag_runner(config.orchestrator).run(create_pipeline(config, paths))
+    except DataAnomalyError as error:  # the day's data stopped the run: in the history too
+        history.append(work_dir, history.stopped(config, error, round(time.time() - started, 1)))
+        error.mtrec_component = handler.current
+        raise
     except Exception as error:
         error.mtrec_component = handler.current  # where it failed, for the error paragraph
         raise
@@ -134,10 +147,11 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         absl_logger.removeHandler(handler)
         absl.logging.set_verbosity(previous[0])
         absl_logger.propagate = previous[1]
-    summary = summarize(paths.metadata, config, data_dir)
+    summary = summarize(paths.metadata, config, tables_dir)
     summary["wall_time_s"] = round(time.time() - started, 1)
     summary["stage_seconds"] = handler.seconds  # a component TFX's cache served takes about 0 s
     summary["plot"] = plot_summary(summary, os.path.join(work_dir, PLOT_FILE))
     with open(os.path.join(work_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=False)
+    history.append(work_dir, history.line(config, summary))
     return summary

@@ -29,7 +29,7 @@ from mtrec.components.trainer import TEXT_EMBEDDINGS
 from mtrec.config import RETRIEVAL, REVIEWS, TEXT_TABLES, PipelineConfig, TaskConfig
 from mtrec.models.layers import ReviewTable, TextTables
 from mtrec.models.multitask import MultiTaskModel, WeightingCallback, build_multitask_model, build_network
-from mtrec.pipeline import distribution
+from mtrec.pipeline import distribution, warm_start
 from mtrec.pipeline.datasets import dataset
 from mtrec.pipeline.export import export_serving_model, side_by_side
 from mtrec.pipeline.retrieval import item_features, item_frequencies, item_table, retrieval_metrics
@@ -146,13 +146,16 @@ def fit(model: MultiTaskModel, config: PipelineConfig, train_data, eval_data, lo
                  [t.name for t in config.tasks if t.weight or config.model.weighting != "fixed"],
                  type(strategy).__name__, strategy.num_replicas_in_sync,
                  config.training.batch_size * strategy.num_replicas_in_sync)
+    started = time.time()
     history = model.fit(train_data, validation_data=eval_data, epochs=config.training.epochs, verbose=0,
                         callbacks=callbacks)
+    seconds = round(time.time() - started, 1)
     final = model.evaluate(eval_data, verbose=0, return_dict=True)  # the restored best weights
     return {"architecture": config.model.architecture, "weighting": config.model.weighting,
             "strategy": config.training.strategy, "replicas": strategy.num_replicas_in_sync,
             "mixed_precision": config.training.mixed_precision or "float32",
             "epochs": len(history.epoch), "first_epoch": history.epoch[0] if history.epoch else None,
+            "fit_seconds": seconds,
             "task_weights": weights.history,
             "eval": {k: float(v) for k, v in final.items()},
             "metrics": {k: [float(v) for v in values] for k, values in history.history.items()}}
@@ -160,11 +163,17 @@ def fit(model: MultiTaskModel, config: PipelineConfig, train_data, eval_data, lo
 
 def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
           item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
-          backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None) -> Tuple[keras.Model, Dict]:
-    """Builds and fits the configured model; returns the network and its training log (`fit`)."""
+          backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None,
+          initialize: Optional[Callable[[keras.Model], Dict]] = None) -> Tuple[keras.Model, Dict]:
+    """Builds and fits the configured model; returns the network and its training log (`fit`).
+    `initialize` sets the built network's weights before training (warm start) and says how."""
     strategy = strategy or tf.distribute.get_strategy()
     model = build(config, sizes, strategy, item_probability, text)
-    return model.network, fit(model, config, train_data, eval_data, log_dir, strategy, backup, name)
+    started = initialize(model.network) if initialize else None
+    log = fit(model, config, train_data, eval_data, log_dir, strategy, backup, name)
+    if started is not None:
+        log["warm_start"] = started
+    return model.network, log
 
 
 def train_single_task(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int],
@@ -240,7 +249,8 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
                                            backup, text)
     else:
         network, log = train(config, train_data, eval_data, sizes, log_dir(""), probability, strategy, backup(""),
-                             text=text)
+                             text=text, initialize=lambda net: warm_start.restore(net, fn_args.base_model, tft_output,
+                                                                                  config))
         networks, logs = {"": network}, {"": log}
     retrieval_logs = {}
     items = item_table(train_data.concatenate(eval_data), item_features(next(iter(networks.values())))) \
@@ -262,6 +272,8 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
         tf.io.gfile.rmtree(export_dir)
         distribution.wait_for_chief_export(fn_args.serving_model_dir)
         return
+    if not single_task:  # what the next day's Trainer warm-starts from
+        warm_start.save(networks[""], tft_output, config, os.path.dirname(fn_args.serving_model_dir.rstrip("/")))
     _write_json(fn_args.model_run_dir, TRAINING_LOG, logs if single_task else logs[""])
     if retrieval:
         _write_json(fn_args.model_run_dir, RETRIEVAL_LOG, retrieval_logs)

@@ -15,8 +15,11 @@ import tensorflow_transform as tft
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
 
+from mtrec.components import drift, spans
 from mtrec.components.data_check import load_statistics, missing_counts
 from mtrec.components.text_embedder import META_FILE as TEXT_META
 from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
@@ -34,12 +37,16 @@ TFRS_TUTORIAL = {"rating_only": {"top_100": 0.060, "rmse": 1.113},
 
 
 
-def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
-    """{(component id, output key): artifact} for the latest pipeline run in the MLMD store."""
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = metadata_path
     connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(connection)
+    return metadata_store.MetadataStore(connection)
+
+
+def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
+    """{(component id, output key): artifact} for the latest pipeline run in the MLMD store."""
+    store = _store(metadata_path)
     runs = store.get_contexts_by_type("pipeline_run")
     if not runs:
         raise RuntimeError(f"no pipeline run recorded in {metadata_path}")
@@ -261,8 +268,12 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
         summary["text"] = {**text, "uri": get("TextEmbedder", "embeddings").uri}
     training = _read_json(get("Trainer", "model_run"), TRAINING_LOG)
     if training is not None:
-        summary["training"] = {k: training[k] for k in ("architecture", "weighting", "epochs")}
+        summary["training"] = {k: training.get(k) for k in ("architecture", "weighting", "epochs", "fit_seconds")}
+        summary["training"]["warm_start"] = training.get("warm_start", {"warm_start": False})
         summary["task_weights"] = training["task_weights"]
+    if config.data.span and statistics is not None:
+        summary.update(span_report(metadata_path, config, statistics, get("ImportSchemaGen", "schema")
+                                   or get("SchemaGen", "schema")))
     for task, metrics in (_read_json(get("Trainer", "model_run"), RETRIEVAL_LOG) or {}).items():
         summary["tasks"][task] = metrics
     if config.baselines:
@@ -284,6 +295,28 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
         if baseline_logs and retrieval and regression:
             summary["tfrs_comparison"] = tfrs_comparison(summary, baseline_logs, retrieval, regression)
     return summary
+
+
+def span_report(metadata_path: str, config: PipelineConfig, statistics, schema) -> Dict:
+    """A daily log's run: its span, the spans its window holds, and its drift from the previous
+    span (every compared feature's distance; `drifted`, those over their threshold) and label rates."""
+    span = spans.span_number(config.data.span)
+    store = _store(metadata_path)
+    ingested = sorted({a.properties["span"].int_value for a in store.get_artifacts_by_type("Examples")
+                       if "span" in a.properties and span - config.data.window_days < a.properties["span"].int_value <= span})
+    report = {"span": config.data.span, "window": [spans.span_date(s) for s in ingested],
+              "label_rates": drift.label_rates(load_statistics(statistics.uri, "train"), config)}
+    earlier = [a for a in store.get_artifacts_by_type("ExampleStatistics")
+               if a.properties["span"].int_value < span and a.state == metadata_store_pb2.Artifact.LIVE]
+    if earlier and schema is not None:
+        previous = max(earlier, key=lambda a: (a.properties["span"].int_value, a.id))
+        parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
+        rows = drift.measure(load_statistics(statistics.uri, "train"), load_statistics(previous.uri, "train"), parsed,
+                             config)
+        report["drift"] = {"since": spans.span_date(previous.properties["span"].int_value), "measurements": rows,
+                           "drifted": [r["feature"] for r in rows if r["drifted"]],
+                           "previous_label_rates": drift.label_rates(load_statistics(previous.uri, "train"), config)}
+    return report
 
 
 def tfrs_comparison(summary: Dict, baselines: Dict, retrieval: str, regression: str) -> Dict[str, Dict]:

@@ -27,6 +27,9 @@ def add_commands(commands) -> None:
     serve.add_argument("--poll-seconds", type=float, help="how often to look for new versions (default 1)")
     serve.add_argument("--tls-cert", default="", help="PEM certificate: serve gRPC over TLS (with --tls-key)")
     serve.add_argument("--tls-key", default="", help="PEM private key for --tls-cert")
+    serve.add_argument("--request-log-dir", default="",
+                       help="log a sample of Predict calls here (TF Serving's PredictionLog), for `mtrec skew`")
+    serve.add_argument("--request-log-rate", type=float, default=0.1, help="share of calls logged (default 0.1)")
     serve.add_argument("--enable-batching", action="store_true",
                        help="run concurrent requests as one batch (TF Serving's --enable_batching)")
 
@@ -102,7 +105,8 @@ def serve(args) -> None:
                                    "poll_seconds": args.poll_seconds}.items() if v is not None}
     run_server(models, ServingConfig(host=args.host, grpc_port=args.port, rest_port=args.rest_port,
                                      enable_batching=args.enable_batching, tls_cert_file=args.tls_cert,
-                                     tls_key_file=args.tls_key, **overrides))
+                                     tls_key_file=args.tls_key, request_log_dir=args.request_log_dir,
+                                     request_log_rate=args.request_log_rate, **overrides))
 
 
 def _client(args):

@@ -26,15 +26,23 @@ def _answer(context, work):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    """`request_log`: a `RequestLogger` that answered Predict calls are shown to (sampled there)."""
+
+    def __init__(self, manager: ModelManager, request_log=None):
+        self.manager, self.request_log = manager, request_log
 
     def _on(self, handler, spec_of=lambda request: request.model_spec):
         return lambda request, context: _answer(
             context, lambda: handler(self.manager.resolve(spec_of(request)), request))
 
     def Predict(self, request, context):
-        return self._on(api.predict)(request, context)
+        response = self._on(api.predict)(request, context)
+        if self.request_log is not None:
+            try:
+                self.request_log.predict(request, response)
+            except Exception:  # noqa: BLE001 - a full disk must not fail the answer
+                logging.exception("request log write failed")
+        return response
 
     def Classify(self, request, context):
         return self._on(api.classify)(request, context)

@@ -24,6 +24,7 @@ from mtrec.serving import rest
 from mtrec.serving.batching import Batcher
 from mtrec.serving.grpc_service import NOT_SERVING, SERVING, ModelService, PredictionService
 from mtrec.serving.manager import ModelManager
+from mtrec.serving.request_log import RequestLogger
 
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
@@ -40,6 +41,8 @@ class ModelServer:
         self._grpc = self._rest = None
         self._health = health.HealthServicer()
         self._stopped = threading.Event()
+        self.request_log = (RequestLogger(options.request_log_dir, options.request_log_rate)
+                            if options.request_log_dir else None)
 
     def start(self) -> "ModelServer":
         self.manager.start()
@@ -47,7 +50,8 @@ class ModelServer:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(self.options.grpc_workers, thread_name_prefix="grpc"),
                                  options=[("grpc.max_receive_message_length", size),
                                           ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.manager), self._grpc)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(self.manager, self.request_log),
+                                                                  self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.manager), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         address = f"{self.options.host}:{self.options.grpc_port}"
@@ -86,6 +90,8 @@ class ModelServer:
         self.manager.stop()
         if self.batcher:
             self.batcher.stop()
+        if self.request_log:
+            self.request_log.close()
 
     def wait(self) -> None:
         self._stopped.wait()

@@ -21,7 +21,7 @@ SMALL_RUN = pytest.mark.xdist_group("small_run")
 # xdist groups by their measured time, longest first. Workers take work in collection order (the
 # Makefile turns xdist's reordering by test count off): a long group taken last would keep one
 # worker busy alone at the end, while the ungrouped tests fill in around the long ones.
-LONGEST_FIRST = ("movielens", "small_run", "e2e", "missing_table", "table_run", "mirrored_check")
+LONGEST_FIRST = ("movielens", "small_run", "e2e", "daily", "missing_table", "table_run", "mirrored_check")
 
 
 def pytest_collection_modifyitems(items):

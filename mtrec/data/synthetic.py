@@ -54,6 +54,11 @@ STRENGTH = ((0.4, "slightly "), (1.0, ""), (np.inf, "very "))
 QUALITY = (["dreadful", "terrible"], ["forgettable", "mediocre", "uneven"], ["solid", "well made", "decent"],
            ["excellent", "delightful"], ["acclaimed", "award-winning", "brilliant"])
 QUALITY_EDGES = [-0.45, -0.15, 0.15, 0.45]
+LAYOUTS = ("flat", "daily")
+DAILY_TASTE_DRIFT = 0.05  # `generate-logs --layout daily`'s default step of the tastes a day
+ORACLE_HEADER = "impression_id,click,like,purchase,dwell,review_positive"
+# A generator option's sharp shift (`shift_day`): this share of the day's impressions from this device.
+SHIFTED_SHARE, SHIFTED_DEVICE = 0.8, "tablet"
 REVIEW_RATE = 0.5  # share of purchases reviewed
 # What a review of so many stars says: the wording follows the stars, {noun} is the item's kind.
 REVIEW_TEMPLATES = {
@@ -74,6 +79,10 @@ class SyntheticLogSpec:
     seed: int = 0
     task_correlation: float = 0.5
     gzip: bool = False
+    # Daily logs: each day the tastes of each age group take a step of this spread (0: none).
+    taste_drift: float = 0.0
+    # A sharp shift on this day (0-based; -1: none): most impressions come from tablets.
+    shift_day: int = -1
 
     @property
     def users(self) -> int:
@@ -111,8 +120,30 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
-    """Writes events, items, users and oracle files into `out_dir`; returns line counts per event type."""
+def _taste_drift(spec: SyntheticLogSpec) -> np.ndarray:
+    """[day, age bucket, taste]: a random walk from 0 on day 0, a step of `taste_drift` a day."""
+    steps = np.random.default_rng([spec.seed, 5]).normal(0, spec.taste_drift, (spec.days, len(AGE_BUCKETS), LATENT_DIM))
+    steps[0] = 0.0
+    return np.cumsum(steps, axis=0)
+
+
+def day_name(day: int) -> str:
+    """The folder of day `day` of a daily log: its date, YYYY-MM-DD (TFX's {YYYY}-{MM}-{DD} span)."""
+    return str(datetime.date.fromordinal(EPOCH_ORDINAL + START_MS // DAY_MS + day))
+
+
+def _write_lines(path: str, rows) -> None:
+    with open(path, "w") as f:
+        f.writelines(row + "\n" for row in rows)
+
+
+def generate(out_dir: str, spec: SyntheticLogSpec, layout: str = "flat") -> Dict[str, int]:
+    """Writes events, items, users and oracle files into `out_dir` (`layout` flat), or into one
+    folder per day, `out_dir/YYYY-MM-DD/` (`daily`): that day's impressions with every response to
+    them (also those after midnight), the items released by then, the users; returns line counts
+    per event type."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: must be one of {LAYOUTS}")
     if spec.impressions < 1 or spec.days < 1:
         raise ValueError(f"impressions ({spec.impressions}) and days ({spec.days}) must be positive")
     if not 0.0 <= spec.task_correlation <= 1.0:
@@ -130,6 +161,7 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     device_pref = rng.integers(len(DEVICES), size=n_users)
     age_vec, region_vec = rng.normal(0, 0.8, (len(AGE_BUCKETS), LATENT_DIM)), rng.normal(0, 0.6, (len(REGIONS), LATENT_DIM))
     user_vec = age_vec[age] + region_vec[region] + rng.normal(0, 0.15, (n_users, LATENT_DIM))
+    drift = _taste_drift(spec)  # [day, age bucket, taste]: where each age group's tastes have moved
     user_bias = rng.normal(0, 0.2, n_users)
     activity = rng.pareto(2.0, n_users) + 1.0
 
@@ -151,11 +183,16 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     device = np.where(rng.random(n) < 0.7, device_pref[user], rng.integers(len(DEVICES), size=n))
     page = rng.integers(len(PAGES), size=n)
     hour = (ts % DAY_MS) // 3_600_000
+    day = (ts - START_MS) // DAY_MS
+    if spec.shift_day >= 0:  # its own stream: the other draws stay as they were
+        shifted = (day == spec.shift_day) & (np.random.default_rng([spec.seed, 6]).random(n) < SHIFTED_SHARE)
+        device[shifted] = DEVICES.index(SHIFTED_DEVICE)
 
     # Responses: position bias, context effects and user/item affinity; like and purchase share
     # `task_correlation` of their signal with the click affinity.
-    affinity = np.einsum("ij,ij->i", user_vec[user], item_vec[item]) / np.sqrt(LATENT_DIM)
-    affinity2 = np.einsum("ij,ij->i", user_vec[user], item_vec2[item]) / np.sqrt(LATENT_DIM)
+    tastes = user_vec[user] + drift[day, age[user]]
+    affinity = np.einsum("ij,ij->i", tastes, item_vec[item]) / np.sqrt(LATENT_DIM)
+    affinity2 = np.einsum("ij,ij->i", tastes, item_vec2[item]) / np.sqrt(LATENT_DIM)
     rho = spec.task_correlation
     logit_click = (-1.2 + affinity - 0.12 * position + np.array([0.2, -0.1, 0.0])[device]
                    + np.array([0.0, 0.3, -0.2, 0.4])[page] + 0.3 * np.sin(hour / 24 * 2 * np.pi)
@@ -189,45 +226,58 @@ def generate(out_dir: str, spec: SyntheticLogSpec) -> Dict[str, int]:
     u_ids = [f"u{u}" for u in range(n_users)]
     i_ids = [f"i{j}" for j in range(n_items)]
 
-    lines, times = [], []
+    lines, times, owners = [], [], []  # owners: the impression each line belongs to
     lines += [f'{{"event": "impression", "impression_id": "{imp_ids[i]}", "ts": {ts[i]}, "user_id": "{u_ids[user[i]]}", '
               f'"item_id": "{i_ids[item[i]]}", "position": {position[i]}, "device": "{DEVICES[device[i]]}", '
               f'"page": "{PAGES[page[i]]}"}}' for i in range(n)]
     times.append(ts)
+    owners.append(np.arange(n))
     for name, mask, when in (("click", click, click_ts), ("like", like, like_ts), ("purchase", purchase, purchase_ts)):
         idx = np.flatnonzero(mask)
         lines += [f'{{"event": "{name}", "impression_id": "{imp_ids[i]}", "ts": {when[i]}}}' for i in idx]
         times.append(when[idx])
+        owners.append(idx)
     idx = np.flatnonzero(click)
     lines += [f'{{"event": "dwell", "impression_id": "{imp_ids[i]}", "ts": {dwell_ts[i]}, "dwell_ms": {dwell_ms[i]}}}'
               for i in idx]
     times.append(dwell_ts[idx])
+    owners.append(idx)
     idx = np.flatnonzero(review)
     lines += [json.dumps({"event": "review", "impression_id": imp_ids[i], "ts": int(review_ts[i]), "stars": int(stars[i]),
                           "text": REVIEW_TEMPLATES[stars[i]][wording[i]].format(noun=NOUNS[CATEGORIES[category[item[i]]]])})
               for i in idx]
     times.append(review_ts[idx])
+    owners.append(idx)
     order = np.argsort(np.concatenate(times), kind="stable")
+    owner = np.concatenate(owners)[order]
 
-    events_path = os.path.join(out_dir, "events.jsonl" + (".gz" if spec.gzip else ""))
-    with (gzip.open(events_path, "wt") if spec.gzip else open(events_path, "w")) as f:
-        f.write("\n".join(lines[i] for i in order))
-        f.write("\n")
     words = np.random.default_rng([spec.seed, 1])  # text draws of their own: the log stays as it was
-    with open(os.path.join(out_dir, "items.jsonl"), "w") as f:
-        for j in range(n_items):
-            cat = CATEGORIES[category[j]]
-            f.write(json.dumps({"item_id": i_ids[j], "category": cat, "price": round(float(np.exp(log_price[j])), 2),
-                                **item_text(item_vec[j], item_bias[j], cat, words)}) + "\n")
-    with open(os.path.join(out_dir, "users.jsonl"), "w") as f:
-        for u in range(n_users):
-            f.write(json.dumps({"user_id": u_ids[u], "age_bucket": AGE_BUCKETS[age[u]], "region": REGIONS[region[u]],
-                                "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u]))),
-                                "about": user_text(user_vec[u], words)}) + "\n")
-    with open(os.path.join(out_dir, "oracle.csv"), "w") as f:
-        f.write("impression_id,click,like,purchase,dwell,review_positive\n")
-        f.writelines(f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f},"
-                     f"{p_review_positive[i]:.6f}\n" for i in range(n))
+    item_rows = []
+    for j in range(n_items):
+        cat = CATEGORIES[category[j]]
+        item_rows.append(json.dumps({"item_id": i_ids[j], "category": cat, "price": round(float(np.exp(log_price[j])), 2),
+                                     **item_text(item_vec[j], item_bias[j], cat, words)}))
+    user_rows = [json.dumps({"user_id": u_ids[u], "age_bucket": AGE_BUCKETS[age[u]], "region": REGIONS[region[u]],
+                             "signup_day": str(datetime.date.fromordinal(EPOCH_ORDINAL + int(signup_day[u]))),
+                             "about": user_text(user_vec[u], words)}) for u in range(n_users)]
+    oracle_rows = [f"{imp_ids[i]},{p_click[i]:.6f},{p_like[i]:.6f},{p_purchase[i]:.6f},{dwell_mean_s[i]:.4f},"
+                   f"{p_review_positive[i]:.6f}" for i in range(n)]
+
+    def write(folder, impressions, items):
+        """The log of `impressions` (a mask) with every response to them, and the `items` rows."""
+        os.makedirs(folder, exist_ok=True)
+        events_path = os.path.join(folder, "events.jsonl" + (".gz" if spec.gzip else ""))
+        with (gzip.open(events_path, "wt") if spec.gzip else open(events_path, "w")) as f:
+            f.writelines(lines[i] + "\n" for i in order[impressions[owner]])
+        _write_lines(os.path.join(folder, "items.jsonl"), [item_rows[j] for j in np.flatnonzero(items)])
+        _write_lines(os.path.join(folder, "users.jsonl"), user_rows)
+        _write_lines(os.path.join(folder, "oracle.csv"), [ORACLE_HEADER] + [oracle_rows[i] for i in np.flatnonzero(impressions)])
+
+    if layout == "daily":
+        for d in range(spec.days):
+            write(os.path.join(out_dir, day_name(d)), day == d, release_day <= d)
+    else:
+        write(out_dir, np.ones(n, bool), np.ones(n_items, bool))
     return {"impression": n, "click": int(click.sum()), "like": int(like.sum()),
             "purchase": int(purchase.sum()), "dwell": int(click.sum()), "review": int(review.sum())}
 

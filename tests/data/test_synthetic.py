@@ -121,3 +121,38 @@ def test_an_items_text_names_every_taste_strongest_first_with_its_strength_and_i
     for said, (dimension, pole, grade) in zip(tastes, [(1, 1, "very "), (2, 0, ""), (3, 1, ""), (0, 0, "slightly ")]):
         assert said.startswith(grade) and said[len(grade):] in synthetic.POLES[dimension][pole], (said, dimension)
     assert text["title"].lower() == f"{tastes[0]} {tastes[1]} film"
+
+
+def test_a_daily_log_has_a_folder_per_day_with_every_response_to_its_impressions(tmp_path):
+    spec = synthetic.SyntheticLogSpec(impressions=4000, days=3, seed=2, taste_drift=0.05, shift_day=2)
+    counts = synthetic.generate(str(tmp_path), spec, layout="daily")
+    days = sorted(p.name for p in tmp_path.iterdir())
+    assert days == ["2026-01-01", "2026-01-02", "2026-01-03"] == [synthetic.day_name(d) for d in range(3)]
+    seen, items, devices = set(), [], []
+    for day in days:
+        events = [json.loads(line) for line in (tmp_path / day / "events.jsonl").read_text().splitlines()]
+        shown = {e["impression_id"] for e in events if e["event"] == "impression"}
+        assert {e["impression_id"] for e in events} == shown  # responses (after midnight too) beside their impression
+        assert not shown & seen
+        seen |= shown
+        oracle = (tmp_path / day / "oracle.csv").read_text().splitlines()
+        assert oracle[0] == synthetic.ORACLE_HEADER and {r.split(",")[0] for r in oracle[1:]} == shown
+        items.append({json.loads(line)["item_id"] for line in (tmp_path / day / "items.jsonl").read_text().splitlines()})
+        shown_items = {e["item_id"] for e in events if e["event"] == "impression"}
+        assert shown_items <= items[-1]  # the side table as of that day holds every item shown
+        devices.append(np.mean([e["device"] == synthetic.SHIFTED_DEVICE for e in events if e["event"] == "impression"]))
+    assert len(seen) == counts["impression"] == 4000
+    assert items[0] < items[1] < items[2]  # new items every day
+    assert devices[0] < 0.45 and devices[1] < 0.45 and devices[2] > 0.8  # the shift on day 2 only
+
+
+def test_taste_drift_moves_the_responses_but_zero_drift_is_the_flat_log(tmp_path):
+    _generate(tmp_path / "flat", seed=4)
+    _generate(tmp_path / "zero", seed=4, taste_drift=0.0)
+    _generate(tmp_path / "drift", seed=4, taste_drift=0.3)
+    assert (tmp_path / "flat" / "oracle.csv").read_bytes() == (tmp_path / "zero" / "oracle.csv").read_bytes()
+    flat = synthetic.read_oracle(str(tmp_path / "flat" / "oracle.csv"))["click"]
+    drifted = synthetic.read_oracle(str(tmp_path / "drift" / "oracle.csv"))["click"]
+    assert np.abs(flat - drifted).mean() > 0.01
+    with pytest.raises(ValueError, match="layout"):
+        synthetic.generate(str(tmp_path / "x"), synthetic.SyntheticLogSpec(impressions=100), layout="weekly")

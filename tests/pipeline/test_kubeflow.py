@@ -105,3 +105,41 @@ def test_the_dockerfile_builds_on_tfx_1_16_and_puts_the_package_where_the_pipeli
     for package in ("mtrec", *subpackages.values()):  # every folder setup.py installs
         assert package in copied and os.path.isdir(os.path.join(root, package)), package
     assert os.path.exists(os.path.join(root, pipelines.IMAGE_SCHEMA.replace(pipelines.IMAGE_SOURCE_DIR + "/", "")))
+
+
+def test_a_daily_pipeline_schedules_as_a_kfp_recurring_run_with_the_span_as_its_parameter(tmp_path, capsys):
+    config = tmp_path / "daily.yaml"
+    config.write_text("data: {span: latest, split: hash, window_days: 3}\n")
+    assert cli.main(["kfp", "compile", "--output-dir", str(tmp_path), "--config", str(config), "--data",
+                     "gs://bucket/logs", "--pipeline-root", "gs://bucket/root", "--image", IMAGE]) == 0
+    package = str(tmp_path / "pipeline.yaml")
+    request = pipelines.recurring_run_request(package, "0 6 * * *", "exp-1")
+    assert request["cron_expression"] == "0 0 6 * * *" and request["params"] == {pipelines.SPAN: "latest"}
+    assert request["enable_caching"] is False and request["max_concurrency"] == 1
+    with pytest.raises(ValueError, match="5 or 6 fields"):
+        pipelines.recurring_run_request(package, "daily", "exp-1")
+    with pytest.raises(ValueError, match="no 'span' run parameter"):  # a one-off pipeline has no span to pass
+        pipelines.recurring_run_request(_one_off_package(tmp_path), "0 6 * * *", "exp-1")
+
+    # kfp.Client's own request building, without a cluster: only the API call is recorded.
+    sent = []
+    client = kfp_client.Client.__new__(kfp_client.Client)
+    client._recurring_run_api = type("Api", (), {"create_recurring_run": lambda self, body: sent.append(body) or body})()
+    body = client.create_recurring_run(**request)
+    assert body.trigger.cron_schedule.cron == "0 0 6 * * *" and body.mode == "ENABLE"
+    assert body.runtime_config.parameters == {"span": "latest"} and body.no_catchup
+    spec = body.pipeline_spec["pipeline_spec"] if "pipeline_spec" in body.pipeline_spec else body.pipeline_spec
+    tasks = spec["root"]["dag"]["tasks"]
+    assert all(not task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
+    gen = next(t for name, t in tasks.items() if "LogExampleGen" in name)
+    assert gen["inputs"]["parameters"]["span_date"]["componentInputParameter"] == "span"
+    assert cli.main(["kfp", "schedule", "--host", "http://127.0.0.1:9", "--package", package,
+                     "--cron", "0 6 * * *"]) == 2
+    assert "no Kubeflow Pipelines API answered at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def _one_off_package(tmp_path):
+    out = tmp_path / "one-off"
+    pipelines.compile_pipeline(PipelineConfig.from_dict({"data": {"source": "events", "path": "gs://bucket/logs"},
+                                                         "kubeflow": {"pipeline_root": "gs://bucket/root"}}), str(out))
+    return str(out / "pipeline.yaml")
