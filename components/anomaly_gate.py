@@ -11,10 +11,9 @@ import json
 import os
 
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
 
 from mtrec.components import data_check
 
@@ -56,7 +55,7 @@ def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_a
 
     found = describe_anomalies(anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
     lines = [f"  [{split}] {feature}: {text}" for split, feature, text in found]
-    parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
+    parsed = data_check.load_schema(schema.uri)
     train = data_check.load_statistics(statistics.uri, "train")
     checked = PipelineConfig.from_dict({**json.loads(config), "drift": json.loads(drift)})
     lines += [f"  {problem}" for problem in data_check.problems(checked, parsed, train, source or "the examples")]

@@ -14,6 +14,7 @@ from typing import Dict, List
 
 from tensorflow_data_validation.utils import stats_util
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+from tfx.utils import io_utils
 
 from mtrec.config import BINARY, PipelineConfig
 
@@ -29,6 +30,11 @@ def _common(feature: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.Com
 def load_statistics(statistics_uri: str, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
     """One split of a StatisticsGen artifact."""
     return stats_util.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb"))
+
+
+def load_schema(schema_uri: str) -> schema_pb2.Schema:
+    """The schema of a Schema artifact (SchemaGen's or ImportSchemaGen's `schema.pbtxt`)."""
+    return io_utils.parse_pbtxt_file(os.path.join(schema_uri, "schema.pbtxt"), schema_pb2.Schema())
 
 
 def feature_stats(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> Dict[str, statistics_pb2.FeatureNameStatistics]:

@@ -47,11 +47,15 @@ def measure(statistics: statistics_pb2.DatasetFeatureStatisticsList,
     """Every compared feature's distance to the previous span: [{feature, measure, distance,
     threshold, drifted}], by feature."""
     anomalies = tfdv.validate_statistics(statistics, with_comparators(schema, config), previous_statistics=previous)
-    rows = []
-    for info in anomalies.drift_skew_info:
-        for m in info.drift_measurements:
-            rows.append({"feature": ".".join(info.path.step), "measure": MEASURES.get(m.type, str(m.type)),
-                         "distance": round(m.value, 4), "threshold": m.threshold, "drifted": m.value > m.threshold})
+    return measurements(anomalies, "drift_measurements", "drifted")
+
+
+def measurements(anomalies, field: str, flag: str) -> List[Dict]:
+    """TFDV's drift or skew measurements (`field` of each DriftSkewInfo) as rows, by feature:
+    {feature, measure, distance, threshold, `flag`: over the threshold}."""
+    rows = [{"feature": ".".join(info.path.step), "measure": MEASURES.get(m.type, str(m.type)),
+             "distance": round(m.value, 4), "threshold": m.threshold, flag: m.value > m.threshold}
+            for info in anomalies.drift_skew_info for m in getattr(info, field)]
     return sorted(rows, key=lambda r: r["feature"])
 
 

@@ -320,10 +320,7 @@ def run_command(args) -> int:
 def skew_command(args) -> int:
     import json
 
-    from tensorflow_metadata.proto.v0 import schema_pb2
-    from tfx.utils import io_utils
-
-    from mtrec.components.data_check import load_statistics
+    from mtrec.components.data_check import load_schema, load_statistics
     from mtrec.reporting.summary import latest_run_outputs
     from mtrec.serving.skew import skew
 
@@ -332,7 +329,7 @@ def skew_command(args) -> int:
     statistics = args.statistics or outputs[("StatisticsGen", "statistics")].uri
     schema = outputs.get(("ImportSchemaGen", "schema")) or outputs[("SchemaGen", "schema")]
     report = skew(args.requests, load_statistics(statistics, "train"),
-                  io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema()), config)
+                  load_schema(schema.uri), config)
     for row in report["measurements"]:
         print(f"{row['feature']:<18} {row['measure']:<15} {row['distance']:8.4f}  threshold {row['threshold']:g}"
               f"{'  SKEWED' if row['skewed'] else ''}")

@@ -15,12 +15,10 @@ import tensorflow_transform as tft
 from google.protobuf import text_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
 
 from mtrec.components import drift, spans
-from mtrec.components.data_check import load_statistics, missing_counts
+from mtrec.components.data_check import load_schema, load_statistics, missing_counts
 from mtrec.components.text_embedder import META_FILE as TEXT_META
 from mtrec.config import REGRESSION, RETRIEVAL, PipelineConfig
 from mtrec.pipeline.evaluation import output_names
@@ -304,18 +302,18 @@ def span_report(metadata_path: str, config: PipelineConfig, statistics, schema) 
     store = _store(metadata_path)
     ingested = sorted({a.properties["span"].int_value for a in store.get_artifacts_by_type("Examples")
                        if "span" in a.properties and span - config.data.window_days < a.properties["span"].int_value <= span})
+    train = load_statistics(statistics.uri, "train")
     report = {"span": config.data.span, "window": [spans.span_date(s) for s in ingested],
-              "label_rates": drift.label_rates(load_statistics(statistics.uri, "train"), config)}
+              "label_rates": drift.label_rates(train, config)}
     earlier = [a for a in store.get_artifacts_by_type("ExampleStatistics")
                if a.properties["span"].int_value < span and a.state == metadata_store_pb2.Artifact.LIVE]
     if earlier and schema is not None:
         previous = max(earlier, key=lambda a: (a.properties["span"].int_value, a.id))
-        parsed = io_utils.parse_pbtxt_file(os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
-        rows = drift.measure(load_statistics(statistics.uri, "train"), load_statistics(previous.uri, "train"), parsed,
-                             config)
+        before = load_statistics(previous.uri, "train")
+        rows = drift.measure(train, before, load_schema(schema.uri), config)
         report["drift"] = {"since": spans.span_date(previous.properties["span"].int_value), "measurements": rows,
                            "drifted": [r["feature"] for r in rows if r["drifted"]],
-                           "previous_label_rates": drift.label_rates(load_statistics(previous.uri, "train"), config)}
+                           "previous_label_rates": drift.label_rates(before, config)}
     return report
 
 

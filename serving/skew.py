@@ -74,12 +74,7 @@ def measure(serving: statistics_pb2.DatasetFeatureStatisticsList, training: stat
             feature.skew_comparator.CopyFrom(feature.drift_comparator)
             feature.ClearField("drift_comparator")
     anomalies = tfdv.validate_statistics(training, compared, serving_statistics=serving)
-    rows = []
-    for info in anomalies.drift_skew_info:
-        for m in info.skew_measurements:
-            rows.append({"feature": ".".join(info.path.step), "measure": drift.MEASURES.get(m.type, str(m.type)),
-                         "distance": round(m.value, 4), "threshold": m.threshold, "skewed": m.value > m.threshold})
-    return sorted(rows, key=lambda r: r["feature"])
+    return drift.measurements(anomalies, "skew_measurements", "skewed")
 
 
 def skew(requests_dir: str, training: statistics_pb2.DatasetFeatureStatisticsList, schema: schema_pb2.Schema,
