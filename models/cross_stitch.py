@@ -1,7 +1,7 @@
 """Cross-stitch networks (Misra et al., CVPR 2016): one column per task, mixed after every layer."""
 import tf_keras as keras
 
-from mtrec.models.layers import CrossStitch, cross, feature_inputs, task_head
+from mtrec.models.layers import CrossStitch, cross, feature_inputs, task_heads
 
 
 def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
@@ -12,5 +12,5 @@ def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
         columns = [keras.layers.Dense(units, activation="relu", name=f"{t.name}_column_{depth}")(c)
                    for t, c in zip(tasks, columns)]
         columns = CrossStitch(config.stitch_self_weight, name=f"cross_stitch_{depth}")(columns)
-    outputs = {t.name: task_head(c, t, config.tower_units, config.dropout) for t, c in zip(tasks, columns)}
+    outputs = task_heads(columns, tasks, config.tower_units, config.dropout)
     return keras.Model(inputs, outputs, name="cross_stitch")

@@ -8,7 +8,7 @@ impression; its `<task>` output is pCVR. Towers share only the embeddings (and c
 import tf_keras as keras
 
 from mtrec.config import BINARY
-from mtrec.models.layers import cross, feature_inputs, task_head
+from mtrec.models.layers import cross, feature_inputs, task_heads
 
 CTCVR_SUFFIX = "_ctcvr"
 
@@ -22,7 +22,7 @@ def entire_space_tasks(tasks):
 def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
     inputs, x = feature_inputs(vocab_sizes, numeric, config.embedding_dim, config.embedding_l2, text)
     x = cross(x, config.cross_layers, config.cross_projection_dim)
-    outputs = {t.name: task_head(x, t, config.bottom_units + config.tower_units, config.dropout) for t in tasks}
+    outputs = task_heads(x, tasks, config.bottom_units + config.tower_units, config.dropout)
     for task, given in entire_space_tasks(tasks).items():
         outputs[task + CTCVR_SUFFIX] = keras.layers.Multiply(name=task + CTCVR_SUFFIX)([outputs[given], outputs[task]])
     return keras.Model(inputs, outputs, name="esmm")

@@ -43,12 +43,76 @@ class MLP(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "dropout": self.dropout}
 
 
+def _glorot_per_slice(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
+    """Glorot-uniform for each [fan_in, fan_out] slice of a stacked kernel: every stacked layer
+    starts as the Dense it replaces would (Keras's GlorotUniform reads a 3-d shape as a conv's)."""
+    limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+@keras.utils.register_keras_serializable(package="mtrec")
+class StackedDense(keras.layers.Layer):
+    """`count` Dense layers of one width as one batched matmul: the experts of MMoE and PLE, a
+    level's gates, the task towers. At recommender sizes a Dense costs its kernel launches and its
+    optimizer update more than its flops, so one einsum over stacked weights replaces `count` of each.
+
+    Input [batch, d], which every layer reads, or [batch, count, d], one slice each; output
+    [batch, count, units]. Layer k is `activation(x_k @ kernel[k] + bias[k])`.
+    """
+
+    def __init__(self, count: int, units: int, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        if count < 1 or units < 1:
+            raise ValueError(f"StackedDense needs count ({count}) and units ({units}) >= 1")
+        self.count, self.units, self.activation = count, units, keras.activations.get(activation)
+
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(self.count, width, self.units),
+                                      initializer=_glorot_per_slice(width, self.units))
+        self.bias = self.add_weight(name="bias", shape=(self.count, self.units), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        shared = x.shape.rank == 2
+        return self.activation(tf.einsum("bd,kdu->bku" if shared else "bkd,kdu->bku", x, self.kernel) + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count, "units": self.units,
+                "activation": keras.activations.serialize(self.activation)}
+
+
+@keras.utils.register_keras_serializable(package="mtrec")
+class StackedMLP(keras.layers.Layer):
+    """`count` MLPs of the same units (`MLP` each) run side by side as `StackedDense` layers.
+    Input as StackedDense's; output [batch, count, units[-1]]."""
+
+    def __init__(self, count: int, units: Sequence[int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not units or any(u <= 0 for u in units):
+            raise ValueError(f"MLP units must be positive, got {list(units)}")
+        self.count, self.units, self.dropout = count, list(units), dropout
+        self.dense = [StackedDense(count, u, "relu", name=f"dense_{i}") for i, u in enumerate(self.units)]
+        self.drop = [keras.layers.Dropout(dropout) for _ in self.units] if dropout else []
+
+    def call(self, x, training=None):
+        for i, dense in enumerate(self.dense):
+            x = dense(x)
+            if self.drop:
+                x = self.drop[i](x, training=training)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count, "units": self.units, "dropout": self.dropout}
+
+
 @keras.utils.register_keras_serializable(package="mtrec")
 class MixtureOfExperts(keras.layers.Layer):
     """Multi-gate mixture of experts (Ma et al., KDD 2018).
 
     `num_experts` expert MLPs see the same input; each of `num_tasks` softmax gates mixes them for
-    its task, so tasks share what helps them and keep apart what does not.
+    its task, so tasks share what helps them and keep apart what does not. The experts are one
+    `StackedMLP` and the gates one `StackedDense`.
     Input [batch, d]; output: a list of `num_tasks` tensors [batch, expert_units[-1]].
     With `return_gates=True` in call, also the gate weights [batch, num_experts] per task.
     """
@@ -58,14 +122,14 @@ class MixtureOfExperts(keras.layers.Layer):
         if num_experts < 1 or num_tasks < 1:
             raise ValueError(f"num_experts ({num_experts}) and num_tasks ({num_tasks}) must be >= 1")
         self.num_experts, self.expert_units, self.num_tasks, self.dropout = num_experts, list(expert_units), num_tasks, dropout
-        self.experts = [MLP(expert_units, dropout, name=f"expert_{i}") for i in range(num_experts)]
-        self.gates = [keras.layers.Dense(num_experts, activation="softmax", name=f"gate_{t}") for t in range(num_tasks)]
+        self.experts = StackedMLP(num_experts, expert_units, dropout, name="experts")
+        self.gates = StackedDense(num_tasks, num_experts, "softmax", name="gates")
 
     def call(self, x, training=None, return_gates=False):
-        experts = tf.stack([e(x, training=training) for e in self.experts], axis=1)  # [b, E, u]
-        gate_weights = [g(x) for g in self.gates]  # [b, E] each
-        mixed = [tf.einsum("be,beu->bu", w, experts) for w in gate_weights]
-        return (mixed, gate_weights) if return_gates else mixed
+        experts = self.experts(x, training=training)  # [b, E, u]
+        gates = self.gates(x)  # [b, T, E]
+        mixed = tf.unstack(tf.einsum("bte,beu->btu", gates, experts), num=self.num_tasks, axis=1)
+        return (mixed, tf.unstack(gates, num=self.num_tasks, axis=1)) if return_gates else mixed
 
     def get_config(self):
         return {**super().get_config(), "num_experts": self.num_experts, "expert_units": self.expert_units,
@@ -199,12 +263,47 @@ def text_inputs(text: Optional[TextTables]):
     return inputs, parts
 
 
+@keras.utils.register_keras_serializable(package="mtrec")
+class FusedEmbedding(keras.layers.Layer):
+    """The embedding tables of several categorical features as one table, each feature's rows at
+    its offset: one gather and one sparse optimizer update per step instead of one per feature
+    (the per-feature ops, not the rows, are the cost at recommender sizes on CPU). The same values
+    as a `keras.layers.Embedding` per feature, concatenated in `sizes`' sorted order.
+
+    Input {feature: [batch, 1] ids in [0, size)}; output [batch, len(sizes) * dimension]. An id out
+    of its feature's range is clipped into it rather than read from its neighbour's rows.
+    """
+
+    def __init__(self, sizes: Dict[str, int], dimension: int, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes, self.dimension, self.l2 = {k: int(v) for k, v in sorted(sizes.items())}, int(dimension), l2
+        self.names = list(self.sizes)
+        self.offsets = dict(zip(self.names, np.cumsum([0] + list(self.sizes.values())[:-1]).tolist()))
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(sum(self.sizes.values()), self.dimension),
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05),  # keras.layers.Embedding's
+            regularizer=keras.regularizers.l2(l2) if l2 else None)
+
+    def rows(self, name: str) -> slice:
+        """`name`'s rows in the table."""
+        return slice(self.offsets[name], self.offsets[name] + self.sizes[name])
+
+    def call(self, inputs):
+        ids = tf.concat([tf.reshape(tf.cast(inputs[n], tf.int64), [-1, 1]) for n in self.names], axis=1)
+        ids = tf.clip_by_value(ids, 0, [s - 1 for s in self.sizes.values()]) + list(self.offsets.values())
+        return tf.reshape(tf.gather(self.embeddings, ids), [-1, len(self.names) * self.dimension])
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes, "dimension": self.dimension, "l2": self.l2}
+
+
 def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_dim: int, embedding_l2: float = 0.0,
                    text: Optional[TextTables] = None):
     """Keras inputs for transformed features and their dense concatenation.
 
     Args:
-      vocab_sizes: categorical feature -> number of ids (vocabulary + OOV buckets).
+      vocab_sizes: categorical feature -> number of ids (vocabulary + OOV buckets); their embeddings
+        are one `FusedEmbedding` named `embeddings`.
       numeric: float features, already normalised by Transform.
       embedding_l2: L2 penalty on the embedding tables: shrinks rarely seen ids toward zero.
       text: text vectors by id feature (`text_inputs`), or None.
@@ -212,12 +311,10 @@ def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_di
       (inputs dict of [batch, 1] tensors, [batch, d] float tensor).
     """
     inputs, parts = text_inputs(text)
-    regularizer = keras.regularizers.l2(embedding_l2) if embedding_l2 else None
-    for name, size in sorted(vocab_sizes.items()):
-        inputs[name] = keras.Input(shape=(1,), dtype=tf.int64, name=name)
-        embedded = keras.layers.Embedding(size, embedding_dim, embeddings_regularizer=regularizer,
-                                          name=f"{name}_embedding")(inputs[name])
-        parts.append(keras.layers.Flatten(name=f"{name}_flat")(embedded))
+    if vocab_sizes:
+        ids = {name: keras.Input(shape=(1,), dtype=tf.int64, name=name) for name in sorted(vocab_sizes)}
+        inputs.update(ids)
+        parts.append(FusedEmbedding(vocab_sizes, embedding_dim, embedding_l2, name="embeddings")(ids))
     for name in sorted(numeric):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.float32, name=name)
         parts.append(inputs[name])
@@ -239,13 +336,39 @@ def cross(x, num_layers: int, projection_dim: int | None = None):
     return x
 
 
-def task_head(x, task, tower_units: Sequence[int], dropout: float = 0.0):
-    """Task tower and output named after the task: sigmoid for binary tasks, linear for regression."""
-    if tower_units:
-        x = MLP(tower_units, dropout, name=f"{task.name}_tower")(x)
-    activation = task.kind.activation
-    # float32 even under a mixed-precision policy: losses and scores need the full range.
-    return keras.layers.Dense(1, activation=activation, name=task.name, dtype="float32")(x)
+@keras.utils.register_keras_serializable(package="mtrec")
+class TaskTowers(keras.layers.Layer):
+    """Every task's tower MLP and output logit, side by side as `StackedMLP` and `StackedDense`.
+
+    Input: one tensor [batch, d] every task reads, or a list of one per task. Output: the list of
+    the tasks' logits [batch, 1], float32 even under a mixed-precision policy (losses and scores
+    need the full range).
+    """
+
+    def __init__(self, num_tasks: int, tower_units: Sequence[int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tasks, self.tower_units, self.dropout = num_tasks, list(tower_units), dropout
+        self.towers = StackedMLP(num_tasks, tower_units, dropout, name="towers") if tower_units else None
+        self.logits = StackedDense(num_tasks, 1, name="logits", dtype="float32")
+
+    def call(self, x, training=None):
+        if isinstance(x, (list, tuple)):
+            x = tf.stack(x, axis=1)  # [b, T, d]
+        if self.towers:
+            x = self.towers(x, training=training)
+        return tf.unstack(self.logits(x), num=self.num_tasks, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "num_tasks": self.num_tasks, "tower_units": self.tower_units,
+                "dropout": self.dropout}
+
+
+def task_heads(x, tasks, tower_units: Sequence[int], dropout: float = 0.0) -> Dict[str, tf.Tensor]:
+    """{task name: output named after the task}: its tower on `x` (one tensor all tasks read, or
+    a list of one per task), then sigmoid for binary tasks, linear for regression."""
+    logits = TaskTowers(len(tasks), tower_units, dropout, name="task_towers")(x)
+    return {t.name: keras.layers.Activation(t.kind.activation, name=t.name, dtype="float32")(logit)
+            for t, logit in zip(tasks, logits)}
 
 
 @keras.utils.register_keras_serializable(package="mtrec")
@@ -270,29 +393,34 @@ class ExtractionLayer(keras.layers.Layer):
                              f"({shared_experts}) must be >= 1")
         self.num_tasks, self.task_experts, self.shared_experts = num_tasks, task_experts, shared_experts
         self.expert_units, self.output_shared, self.dropout = list(expert_units), output_shared, dropout
-        self.task_expert_mlps = [[MLP(expert_units, dropout, name=f"task_{t}_expert_{i}") for i in range(task_experts)]
-                                 for t in range(num_tasks)]
-        self.shared_expert_mlps = [MLP(expert_units, dropout, name=f"shared_expert_{i}") for i in range(shared_experts)]
-        self.task_gates = [keras.layers.Dense(task_experts + shared_experts, activation="softmax", name=f"gate_{t}")
-                           for t in range(num_tasks)]
+        # Task t's experts are rows t * task_experts ... of one stack; the shared experts another.
+        self.task_expert_mlps = StackedMLP(num_tasks * task_experts, expert_units, dropout, name="task_experts")
+        self.shared_expert_mlps = StackedMLP(shared_experts, expert_units, dropout, name="shared_experts")
+        self.task_gates = StackedDense(num_tasks, task_experts + shared_experts, "softmax", name="task_gates")
         self.shared_gate = (keras.layers.Dense(num_tasks * task_experts + shared_experts, activation="softmax",
                                                name="shared_gate") if output_shared else None)
 
     def call(self, inputs, training=None, return_gates=False):
         *task_inputs, shared_input = inputs
-        shared = [e(shared_input, training=training) for e in self.shared_expert_mlps]
-        own = [[e(x, training=training) for e in experts] for x, experts in zip(task_inputs, self.task_expert_mlps)]
-        outputs, gates = [], []
-        for x, experts, gate in zip(task_inputs, own, self.task_gates):
-            weights = gate(x)
-            outputs.append(tf.einsum("be,beu->bu", weights, tf.stack(experts + shared, axis=1)))
-            gates.append(weights)
+        t, k = self.num_tasks, self.task_experts
+        if all(x is shared_input for x in task_inputs):  # the first level: one input for all
+            per_task = per_expert = shared_input
+        else:
+            per_task = tf.stack(task_inputs, axis=1)  # [b, T, d]
+            per_expert = tf.repeat(per_task, k, axis=1)  # [b, T * k, d]: each task's input to its experts
+        own = self.task_expert_mlps(per_expert, training=training)  # [b, T * k, u]
+        shared = self.shared_expert_mlps(shared_input, training=training)  # [b, S, u]
+        units = self.expert_units[-1]
+        own_by_task = tf.reshape(own, [-1, t, k, units])
+        shared_by_task = tf.repeat(tf.expand_dims(shared, 1), t, axis=1)  # [b, T, S, u]
+        gates = self.task_gates(per_task)  # [b, T, k + S]
+        mixed = tf.einsum("bte,bteu->btu", gates, tf.concat([own_by_task, shared_by_task], axis=2))
+        outputs, weights = tf.unstack(mixed, num=t, axis=1), tf.unstack(gates, num=t, axis=1)
         if self.output_shared:
-            weights = self.shared_gate(shared_input)
-            every = [e for experts in own for e in experts] + shared
-            outputs.append(tf.einsum("be,beu->bu", weights, tf.stack(every, axis=1)))
-            gates.append(weights)
-        return (outputs, gates) if return_gates else outputs
+            shared_weights = self.shared_gate(shared_input)
+            outputs.append(tf.einsum("be,beu->bu", shared_weights, tf.concat([own, shared], axis=1)))
+            weights.append(shared_weights)
+        return (outputs, weights) if return_gates else outputs
 
     def get_config(self):
         return {**super().get_config(), "num_tasks": self.num_tasks, "task_experts": self.task_experts,

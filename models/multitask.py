@@ -26,7 +26,7 @@ import tf_keras as keras
 from mtrec.config import RETRIEVAL, PipelineConfig, TaskConfig
 from mtrec.models import build_model
 from mtrec.models.esmm import CTCVR_SUFFIX, entire_space_tasks
-from mtrec.models.layers import TextTables
+from mtrec.models.layers import FusedEmbedding, TextTables
 from mtrec.models.two_tower import ITEM_EMBEDDING, QUERY_EMBEDDING
 from mtrec.models.weighting import Weighting, make_weighting
 from mtrec.transformed import dense_inputs, presence_name
@@ -131,7 +131,7 @@ def shared_variables(network: keras.Model) -> List[tf.Variable]:
     if crosses:
         return layers[crosses[-1]].trainable_variables
     towers = [name for name in layers if name.endswith("_tower_embedding")]
-    chosen = towers or [name for name in layers if name.endswith("_embedding")]
+    chosen = towers or [name for name, layer in layers.items() if isinstance(layer, FusedEmbedding)]
     return [v for name in chosen for v in layers[name].trainable_variables]
 
 
@@ -167,7 +167,7 @@ class MultiTaskModel(keras.Model):
     def compute_task_losses(self, features, labels, outputs) -> Dict[str, tf.Tensor]:
         return {t.name: objective(features, labels, outputs) for t, objective in zip(self.tasks, self.objectives)}
 
-    def _update_metrics(self, labels, outputs, losses):
+    def _update_losses(self, losses) -> Dict[str, tf.Tensor]:
         # Task losses are this replica's share of the global-batch mean; times the replicas, each
         # is its own batch's mean, and the metrics' mean over replicas is the global one.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
@@ -175,9 +175,14 @@ class MultiTaskModel(keras.Model):
             replicas * tf.add_n([self.reported_weights[i] * losses[t.name] for i, t in enumerate(self.tasks)]))
         for t in self.tasks:
             self.task_losses[t.name].update_state(replicas * losses[t.name])
+        return {m.name: m.result() for m in (self.loss_tracker, *self.task_losses.values())}
+
+    def _update_task_metrics(self, labels, outputs) -> Dict[str, tf.Tensor]:
+        for t in self.tasks:
             if t.name in self.task_metrics:
                 self.task_metrics[t.name].update_state(labels[t.label], outputs[t.name],
                                                        sample_weight=example_weight(t, labels))
+        return {m.name: m.result() for m in self.task_metrics.values()}
 
     def retask(self, tasks: Sequence[TaskConfig], network_weights: List[np.ndarray]) -> None:
         """Back to `network_weights` and a fresh optimizer, to train with `tasks`' weights (the same
@@ -190,7 +195,7 @@ class MultiTaskModel(keras.Model):
         self.weighting.task_weights.assign(weights)
         self.reported_weights.assign(weights)
         self.network.set_weights(network_weights)
-        for variable in self.optimizer.variables:
+        for variable in self.optimizer.variables():
             variable.assign(tf.zeros_like(variable))
 
     # Keras runs `steps_per_execution` steps per call in a loop that AutoGraph traces twice (once
@@ -241,8 +246,10 @@ class MultiTaskModel(keras.Model):
         self.optimizer.minimize(objective, variables, tape=tape)
         self.weighting.after_step(losses, tape, self.shared)
         del tape
-        self._update_metrics(labels, outputs, losses)
-        logs = {m.name: m.result() for m in self.metrics}
+        # Losses only: the task metrics (AUC's confusion counts over 200 thresholds per task) cost
+        # a sixth of a step, and they are measured where they mean something, on the validation
+        # split (`val_<task>_auc`) and by the Evaluator.
+        logs = self._update_losses(losses)
         logs.update({f"{name}_weight": w for name, w in self.weighting.weights().items()})
         return logs
 
@@ -250,8 +257,8 @@ class MultiTaskModel(keras.Model):
     def test_step(self, data):
         features, labels = data
         outputs = self.network(features, training=False)
-        self._update_metrics(labels, outputs, self.compute_task_losses(features, labels, outputs))
-        return {m.name: m.result() for m in self.metrics}
+        return {**self._update_losses(self.compute_task_losses(features, labels, outputs)),
+                **self._update_task_metrics(labels, outputs)}
 
 
 class WeightingCallback(keras.callbacks.Callback):
@@ -280,16 +287,19 @@ def build_network(config: PipelineConfig, vocab_sizes: Dict[str, int], text: Opt
 def build_multitask_model(config: PipelineConfig, vocab_sizes: Dict[str, int],
                           item_probability: Optional[np.ndarray] = None, text: Optional[TextTables] = None
                           ) -> MultiTaskModel:
-    """The configured architecture and weighting, compiled with Adam. Build it inside the
+    """The configured architecture and weighting, compiled with (legacy) Adam. Build it inside the
     distribution strategy's scope."""
     network = build_network(config, vocab_sizes, text)
     weighting = make_weighting(config.model.weighting, config.tasks, alpha=config.model.gradnorm_alpha,
                                temperature=config.model.dwa_temperature, learning_rate=config.training.learning_rate)
     model = MultiTaskModel(network, config.tasks, objectives_for(config, item_probability), weighting)
-    model.compile(optimizer=keras.optimizers.Adam(config.training.learning_rate),
+    # Keras's legacy Adam: one fused ResourceApplyAdam kernel per variable, where the new optimizer
+    # runs a dozen small ops per variable; on CPU that is a sixth of the step (bench/README).
+    model.compile(optimizer=keras.optimizers.legacy.Adam(config.training.learning_rate),
                   steps_per_execution=config.training.steps_per_execution, jit_compile=config.training.jit_compile)
     # Every variable exists before the first step: a tf.function that creates variables while it
     # is traced is traced twice, and the training step's trace is most of a short fit's cost.
-    model.optimizer.build(network.trainable_variables + weighting.learned_variables)
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under mixed_float16's loss scaling
+    optimizer._create_all_weights(network.trainable_variables + weighting.learned_variables)
     weighting.build()
     return model

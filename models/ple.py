@@ -1,7 +1,7 @@
 """PLE (Tang et al., RecSys 2020): stacked CGC levels of task-specific and shared experts."""
 import tf_keras as keras
 
-from mtrec.models.layers import ExtractionLayer, cross, feature_inputs, task_head
+from mtrec.models.layers import ExtractionLayer, cross, feature_inputs, task_heads
 
 
 def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
@@ -12,5 +12,5 @@ def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
         last = level == config.levels - 1
         streams = ExtractionLayer(len(tasks), config.task_experts, config.num_experts, config.expert_units,
                                   output_shared=not last, dropout=config.dropout, name=f"cgc_{level}")(streams)
-    outputs = {t.name: task_head(s, t, config.tower_units, config.dropout) for t, s in zip(tasks, streams)}
+    outputs = task_heads(streams, tasks, config.tower_units, config.dropout)
     return keras.Model(inputs, outputs, name="ple")

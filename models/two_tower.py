@@ -9,7 +9,7 @@ serve top-K retrieval beside per-task scores.
 import tf_keras as keras
 
 from mtrec.config import RETRIEVAL
-from mtrec.models.layers import MLP, feature_inputs, task_head
+from mtrec.models.layers import MLP, feature_inputs, task_heads
 from mtrec.transformed import bucket_name, missing_name
 
 QUERY_TOWER, ITEM_TOWER = "query_tower", "item_tower"
@@ -40,7 +40,8 @@ def build(vocab_sizes, numeric, tasks, config, text=None) -> keras.Model:
     item_inputs, item_tower = _tower(*side(False), config, ITEM_TOWER)
     query, item = query_tower(query_inputs), item_tower(item_inputs)
     pair = keras.layers.Concatenate(name="pair")([query, item, keras.layers.Multiply(name="interaction")([query, item])])
-    outputs = {t.name: task_head(pair, t, config.tower_units, config.dropout) for t in tasks if t.type != RETRIEVAL}
+    ranked = [t for t in tasks if t.type != RETRIEVAL]
+    outputs = task_heads(pair, ranked, config.tower_units, config.dropout) if ranked else {}
     outputs[QUERY_EMBEDDING] = keras.layers.Identity(name=QUERY_EMBEDDING)(query)
     outputs[ITEM_EMBEDDING] = keras.layers.Identity(name=ITEM_EMBEDDING)(item)
     return keras.Model({**query_inputs, **item_inputs}, outputs, name="two_tower")

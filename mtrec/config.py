@@ -27,6 +27,8 @@ PROTOCOLS = ("", "tfrs")
 DATASETS = ("synthetic", "movielens-100k")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 PRECISIONS = ("", "mixed_float16", "mixed_bfloat16")
+CACHE_MODES = ("auto", "memory", "none")
+CACHE_LIMIT_BYTES = 1 << 30  # tf.data writes an in-memory dataset into its graph, which protobuf caps at 2 GB
 
 
 class ConfigError(ValueError):
@@ -299,6 +301,10 @@ class TrainingConfig:
       steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
         results; callbacks still see every epoch). 1 under multi_worker_mirrored.
       jit_compile: compile the train step with XLA.
+      cache: `auto` keeps the transformed train and eval splits in memory, parsed, when they fit
+        (at most `CACHE_LIMIT_BYTES` and a quarter of the machine's memory), so an epoch after the
+        first reads no files; `memory` always, `none` never (both stream from the files). Every
+        epoch is reshuffled either way; not under multi_worker_mirrored, whose workers shard files.
       warm_start: on a daily log (`data.span`), start from the latest blessed model when there is
         one (a one-off run trains from scratch, and a rerun reuses its cache): its dense layers as they
         were, its id embeddings row by row through both runs' vocabularies (a known id keeps its
@@ -319,6 +325,7 @@ class TrainingConfig:
     mixed_precision: str = ""
     steps_per_execution: int = 32
     jit_compile: bool = False
+    cache: str = "auto"
     id_dropout: float = 0.3
     warm_start: bool = True
     backup_dir: str = ""
@@ -446,6 +453,7 @@ class PipelineConfig:
                f"must be one of {PRECISIONS}")
         _check(training.batch_size >= 1, "training.batch_size", training.batch_size, "must be >= 1")
         _check(0.0 <= training.id_dropout < 1.0, "training.id_dropout", training.id_dropout, "must be in [0, 1)")
+        _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
         _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,

@@ -1,61 +1,139 @@
 """The Trainer's input: Transform's output as batches of (features, labels)."""
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tfx_bsl.public import tfxio
 
-from mtrec.config import PipelineConfig
+from mtrec.config import CACHE_LIMIT_BYTES, PipelineConfig
 from mtrec.transformed import presence_name
+
+_READ_BATCH = 8192  # examples per parsed batch when reading a split into memory
 
 
 def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
             epochs: Optional[int] = 1, replicas: int = 1) -> tf.data.Dataset:
     """(transformed features, {label name: label}) batches of the global batch size: batch_size
-    per replica. Workers of a cluster each keep their share of the batches (DATA sharding: the
+    per replica, from memory when `training.cache` keeps them there (`in_memory`), else streamed
+    from the files. Workers of a cluster each keep their share of the batches (DATA sharding: the
     Transform output has fewer files than a cluster may have workers). Shuffled (training) batches
-    have `training.id_dropout` of their ids read as unknown (`with_unknown_ids`)."""
-    data = data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=config.training.batch_size * replicas, num_epochs=epochs,
-                                              shuffle=shuffle, shuffle_seed=config.training.seed),
-        tft_output.transformed_metadata.schema)
-    if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch is to
-        # run several steps per call
-        batches = -(-example_count(files) // (config.training.batch_size * replicas))
-        data = data.apply(tf.data.experimental.assert_cardinality(batches * epochs))
+    have `training.id_dropout` of their ids read as unknown (`unknown_ids`)."""
+    batch_size = config.training.batch_size * replicas
+    columns = in_memory(files, data_accessor, tft_output, config)
+    if columns is not None:
+        data = _from_memory(columns, batch_size, config.training.seed, epochs, label_splitter(config),
+                            shuffle=shuffle, drop_ids=unknown_ids(config, tft_output) if shuffle else None)
+    else:
+        data = data_accessor.tf_dataset_factory(
+            files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=epochs, shuffle=shuffle,
+                                                  shuffle_seed=config.training.seed),
+            tft_output.transformed_metadata.schema)
+        if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch
+            # is to run several steps per call
+            batches = -(-example_count(files) // batch_size)
+            data = data.apply(tf.data.experimental.assert_cardinality(batches * epochs))
+        if shuffle:
+            data = with_unknown_ids(data, config, tft_output)
+        data = data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    if shuffle:
-        data = with_unknown_ids(data, config, tft_output)
-    return (data.map(label_splitter(config), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-            .with_options(options))
+    return data.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def with_unknown_ids(batches: tf.data.Dataset, config: PipelineConfig, tft_output) -> tf.data.Dataset:
-    """Transformed batches with `training.id_dropout` of each vocabulary id read as one of its
-    OOV buckets, drawn at random: an id training never saw lands in one of them, so they must learn
-    what to predict for a new item or user from the rest of its features and its text (DropoutNet,
-    Volkovs et al., NeurIPS 2017); otherwise no training example reaches them. The draws are
-    stateless, one seed per batch from `training.seed`: the same batches drop the same ids on one
-    device or several."""
+def in_memory(files, data_accessor, tft_output, config: PipelineConfig) -> Optional[Dict[str, np.ndarray]]:
+    """{feature: every example's values} of `files`, parsed once, when `training.cache` keeps them
+    in memory (`auto`: when they fit, see TrainingConfig); None to stream them from the files."""
+    training = config.training
+    if training.cache == "none" or training.strategy == "multi_worker_mirrored":
+        return None
+    batches = data_accessor.tf_dataset_factory(
+        files, tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1, shuffle=False),
+        tft_output.transformed_metadata.schema)
+    columns, size, limit = {}, 0, min(CACHE_LIMIT_BYTES, _memory_bytes() // 4)
+    for batch in batches:
+        if not all(isinstance(v, tf.Tensor) for v in batch.values()):
+            logging.info("Not caching %s: it has sparse or ragged features", files)
+            return None
+        for name, values in batch.items():
+            columns.setdefault(name, []).append(values.numpy())
+            size += columns[name][-1].nbytes
+        if training.cache == "auto" and size > limit:
+            logging.info("Not caching %s: more than the %.0f MB limit parsed", files, limit / 2**20)
+            return None
+    if not columns:
+        raise FileNotFoundError(f"no examples in {files}")
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _from_memory(columns: Dict[str, np.ndarray], batch_size: int, seed: int, epochs: Optional[int], split,
+                 shuffle: bool, drop_ids: Optional[Callable] = None) -> tf.data.Dataset:
+    """`split` batches of `columns`, each pass over them in a fresh random order when shuffled.
+
+    A pass's work is done for the whole pass at its start: one permutation, one gather per
+    feature, its id dropout drawn at once (`drop_ids`); a batch is then a slice of each column.
+    On 2 cores the input pipeline shares them with training, so no per-batch gathers or draws."""
+    count = len(next(iter(columns.values())))
+    tensors = {name: tf.constant(values) for name, values in columns.items()}
+    batches = -(-count // batch_size)
+
+    def one_pass(pass_seed):
+        rows = tensors
+        if shuffle:
+            draw = tf.stack([pass_seed, seed])
+            order = tf.argsort(tf.random.stateless_uniform([count], draw))
+            rows = {name: tf.gather(t, order) for name, t in rows.items()}
+            if drop_ids:
+                rows = drop_ids(rows, tf.random.experimental.stateless_fold_in(draw, 1))
+        return tf.data.Dataset.range(batches).map(
+            lambda b: split({name: t[b * batch_size:(b + 1) * batch_size] for name, t in rows.items()}))
+
+    # A new draw each time the dataset is iterated: Keras iterates it anew every epoch.
+    passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    data = (passes.take(epochs) if epochs else passes).flat_map(one_pass)
+    return data.apply(tf.data.experimental.assert_cardinality(batches * epochs)) if epochs else data
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def unknown_ids(config: PipelineConfig, tft_output) -> Optional[Callable]:
+    """`drop(columns, seed)`: columns with `training.id_dropout` of each vocabulary id read as one
+    of its OOV buckets, drawn at random (stateless, from `seed`); None when nothing is dropped.
+
+    An id training never saw lands in an OOV bucket, so the buckets must learn what to predict for
+    a new item or user from the rest of its features and its text (DropoutNet, Volkovs et al.,
+    NeurIPS 2017); otherwise no training example reaches them."""
     features, rate = config.features, config.training.id_dropout
     if not (rate and features.oov_buckets and features.ids):  # hashed ids are `features.hashed`: no OOV rows
-        return batches
+        return None
     known = {name: tft_output.vocabulary_size_by_name(name) for name in sorted(features.ids)}
 
-    def drop(batch, seed):
-        batch = dict(batch)
+    def drop(columns, seed):
+        columns = dict(columns)
         for i, (name, size) in enumerate(known.items()):
-            ids = batch[name]
+            ids = columns[name]
             seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2)
             which, bucket = seeds[0], seeds[1]
             unknown = size + tf.random.stateless_uniform(tf.shape(ids), bucket, 0, features.oov_buckets,
                                                          dtype=ids.dtype)
-            batch[name] = tf.where(tf.random.stateless_uniform(tf.shape(ids), which) < rate, unknown, ids)
-        return batch
+            columns[name] = tf.where(tf.random.stateless_uniform(tf.shape(ids), which) < rate, unknown, ids)
+        return columns
 
+    return drop
+
+
+def with_unknown_ids(batches: tf.data.Dataset, config: PipelineConfig, tft_output) -> tf.data.Dataset:
+    """Transformed batches with `training.id_dropout` of their ids read as unknown (`unknown_ids`),
+    one seed per batch from `training.seed`: the same batches drop the same ids on one device or
+    several, and on a rerun."""
+    drop = unknown_ids(config, tft_output)
+    if drop is None:
+        return batches
     seeds = tf.data.Dataset.random(seed=config.training.seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((batches, seeds)).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
 

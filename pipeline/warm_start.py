@@ -3,9 +3,9 @@
 Every Trainer run keeps its network's weights and its id vocabularies beside the exported model
 (`WarmStart/` in the Model artifact, next to `Format-Serving`; not pushed). The next run, given
 that model as `base_model`, copies every weight of the same shape, and rebuilds each vocabulary
-id's embedding table row by row: an id both vocabularies hold keeps its vector, an id new to this
-run keeps its fresh initial row, an id no longer in the vocabulary goes, and the OOV buckets keep
-theirs. Frozen text tables are this run's (the catalogue's current vectors). A network of another
+feature's rows of the embedding table row by row: an id both vocabularies hold keeps its vector,
+an id new to this run keeps its fresh initial row, an id no longer in the vocabulary goes, and the
+OOV buckets keep theirs; hashed and bucketised features keep their rows. Frozen text tables are this run's (the catalogue's current vectors). A network of another
 shape (architecture, sizes or features changed) starts from scratch, said in the log.
 """
 from __future__ import annotations
@@ -22,17 +22,18 @@ import tf_keras as keras
 from absl import logging
 
 from mtrec.config import PipelineConfig
+from mtrec.models.layers import FusedEmbedding
 
 STATE_DIR = "WarmStart"
 _WEIGHTS, _INDEX = "weights.npz", "index.json"
 
 
-def _embedding_features(network: keras.Model, config: PipelineConfig) -> Dict[int, str]:
-    """{index in network.weights: vocabulary feature} of the id and categorical embedding tables."""
-    tables = {f"{name}_embedding": name for name in config.features.vocabulary}
-    by_ref = {m.embeddings.ref(): tables[m.name] for m in network.submodules
-              if isinstance(m, keras.layers.Embedding) and m.name in tables}
-    return {i: by_ref[w.ref()] for i, w in enumerate(network.weights) if w.ref() in by_ref}
+def embedding_rows(network: keras.Model) -> Dict[int, Dict[str, slice]]:
+    """{index in network.weights: {feature: its rows}} of the network's embedding tables (a
+    `FusedEmbedding` per network; the two-tower model has one per tower)."""
+    position = {w.ref(): i for i, w in enumerate(network.weights)}
+    return {position[m.embeddings.ref()]: {name: m.rows(name) for name in m.names}
+            for m in network.submodules if isinstance(m, FusedEmbedding)}
 
 
 def _vocabulary(tft_output: tft.TFTransformOutput, name: str) -> list:
@@ -45,9 +46,13 @@ def save(network: keras.Model, tft_output: tft.TFTransformOutput, config: Pipeli
     path = os.path.join(model_uri, STATE_DIR)
     tf.io.gfile.makedirs(path)
     weights = network.get_weights()
-    embeddings = _embedding_features(network, config)
-    index = {"shapes": [list(w.shape) for w in weights], "embeddings": {str(i): f for i, f in embeddings.items()},
-             "vocabularies": {f: _vocabulary(tft_output, f) for f in embeddings.values()}}
+    tables = embedding_rows(network)
+    vocabulary = set(config.features.vocabulary)
+    index = {"shapes": [list(w.shape) for w in weights],
+             "tables": {str(i): {f: [rows.start, rows.stop] for f, rows in features.items()}
+                        for i, features in tables.items()},
+             "vocabularies": {f: _vocabulary(tft_output, f) for features in tables.values() for f in features
+                              if f in vocabulary}}
     buffer = io.BytesIO()  # np.savez seeks back into what it wrote, which a GFile does not allow
     np.savez(buffer, *weights)
     with tf.io.gfile.GFile(os.path.join(path, _WEIGHTS), "wb") as f:
@@ -94,19 +99,28 @@ def restore(network: keras.Model, base_model: Optional[str], tft_output: tft.TFT
         return {"warm_start": False, "reason": f"{base_model} has no {STATE_DIR} (trained before warm start)"}
     old_weights, index = state
     fresh = network.get_weights()
-    embeddings = _embedding_features(network, config)
-    old_embeddings = {f: int(i) for i, f in index["embeddings"].items()}
-    if len(old_weights) != len(fresh) or sorted(embeddings.values()) != sorted(old_embeddings):
+    tables = embedding_rows(network)
+    old_tables = {int(i): {f: slice(*rows) for f, rows in features.items()}
+                  for i, features in index.get("tables", {}).items()}
+    if len(old_weights) != len(fresh) or {i: sorted(t) for i, t in tables.items()} != \
+            {i: sorted(t) for i, t in old_tables.items()}:
         return _cold(base_model, f"{len(old_weights)} weights against {len(fresh)}, or other embedding tables")
     trainable = {w.ref() for w in network.trainable_weights}
     report = {"warm_start": True, "from": base_model, "copied": 0, "kept_fresh": 0, "embeddings": {}}
     for i, (old, new) in enumerate(zip(old_weights, fresh)):
-        if i in embeddings:
-            feature = embeddings[i]
-            if old_embeddings[feature] != i or old.shape[1:] != new.shape[1:]:
-                return _cold(base_model, f"the {feature} table moved or changed width")
-            report["embeddings"][feature] = remap_rows(old, index["vocabularies"][feature], new,
-                                                       _vocabulary(tft_output, feature))
+        if i in tables:
+            if old.shape[1:] != new.shape[1:]:
+                return _cold(base_model, f"the embeddings are {new.shape[1]} wide, were {old.shape[1]}")
+            for feature, rows in tables[i].items():
+                old_rows = old_tables[i][feature]
+                if feature in index["vocabularies"]:
+                    report["embeddings"][feature] = remap_rows(old[old_rows], index["vocabularies"][feature], new[rows],
+                                                               _vocabulary(tft_output, feature))
+                elif old_rows.stop - old_rows.start == rows.stop - rows.start:  # hashed or bucketised: same ids
+                    new[rows] = old[old_rows]
+                else:
+                    return _cold(base_model, f"{feature} has {rows.stop - rows.start} ids, had "
+                                             f"{old_rows.stop - old_rows.start}")
         elif old.shape == new.shape:
             fresh[i] = old
             report["copied"] += 1

@@ -14,9 +14,25 @@ def test_each_task_gate_mixes_its_own_and_the_shared_experts_and_sums_to_one():
     assert [g.shape[1] for g in gates] == [2 + 3, 2 + 3, 2 * 2 + 3]  # own + shared; the shared gate sees all
     for gate in gates:
         np.testing.assert_allclose(gate.numpy().sum(axis=1), np.ones(5), rtol=1e-6)
-    own = [e(x).numpy() for e in layer.task_expert_mlps[1]]
-    shared = [e(x).numpy() for e in layer.shared_expert_mlps]
+    def expert(mlp, k, inputs):
+        dense = mlp.dense[0]
+        return np.maximum(inputs.numpy() @ dense.kernel.numpy()[k] + dense.bias.numpy()[k], 0)
+
+    own = [expert(layer.task_expert_mlps, 1 * 2 + k, x) for k in range(2)]  # task 1's: rows 2, 3
+    shared = [expert(layer.shared_expert_mlps, k, x) for k in range(3)]
     expected = np.einsum("be,beu->bu", gates[1].numpy(), np.stack(own + shared, axis=1))
+    np.testing.assert_allclose(outputs[1].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_later_level_feeds_each_task_its_own_stream():
+    layer = ExtractionLayer(num_tasks=2, task_experts=2, shared_experts=1, expert_units=[4], output_shared=False)
+    streams = [tf.random.normal((5, 6), seed=s) for s in (7, 8, 9)]  # task 0, task 1, shared
+    outputs, gates = layer(streams, return_gates=True)
+    dense = layer.task_expert_mlps.dense[0]
+    own = [np.maximum(streams[1].numpy() @ dense.kernel.numpy()[k] + dense.bias.numpy()[k], 0) for k in (2, 3)]
+    shared_dense = layer.shared_expert_mlps.dense[0]
+    shared = np.maximum(streams[2].numpy() @ shared_dense.kernel.numpy()[0] + shared_dense.bias.numpy()[0], 0)
+    expected = np.einsum("be,beu->bu", gates[1].numpy(), np.stack(own + [shared], axis=1))
     np.testing.assert_allclose(outputs[1].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 

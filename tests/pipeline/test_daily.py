@@ -112,16 +112,17 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     graphs = sorted(daily.store.get_artifacts_by_type("TransformGraph"), key=lambda a: a.id)
     old_tft, new_tft = tft.TFTransformOutput(graphs[0].uri), tft.TFTransformOutput(graphs[1].uri)
     network = build_network(daily.config, vocab_sizes(daily.config, new_tft), None)
-    fresh = network.get_layer("item_id_embedding").get_weights()[0].copy()
+    [(weight, rows)] = [(i, features["item_id"]) for i, features in warm_start.embedding_rows(network).items()]
+    fresh = network.get_weights()[weight][rows].copy()
     again = warm_start.restore(network, os.path.join(models[0].uri, "Format-Serving"), new_tft, daily.config)
     assert again["embeddings"] == report["embeddings"]
     with np.load(os.path.join(models[0].uri, warm_start.STATE_DIR, "weights.npz")) as saved:
         index = json.loads(open(os.path.join(models[0].uri, warm_start.STATE_DIR, "index.json")).read())
-        position = {f: int(i) for i, f in index["embeddings"].items()}
-        old_table = saved[f"arr_{position['item_id']}"]
+        [(position, (start, stop))] = [(i, t["item_id"]) for i, t in index["tables"].items()]
+        old_table = saved[f"arr_{position}"][start:stop]
     old_vocab = [t.decode() for t in old_tft.vocabulary_by_name("item_id")]
     new_vocab = [t.decode() for t in new_tft.vocabulary_by_name("item_id")]
-    table = network.get_layer("item_id_embedding").get_weights()[0]
+    table = network.get_weights()[weight][rows]
     known = next(t for t in new_vocab if t in old_vocab and t != "__missing__")
     new = next(t for t in new_vocab if t not in old_vocab)
     np.testing.assert_array_equal(table[new_vocab.index(known)], old_table[old_vocab.index(known)])

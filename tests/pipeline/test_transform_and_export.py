@@ -7,10 +7,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx.components.trainer.fn_args_utils import DataAccessor
+from tfx_bsl.public import tfxio
 
 from mtrec.config import PipelineConfig
 from mtrec.models.multitask import build_multitask_model
-from mtrec.pipeline.datasets import with_unknown_ids
+from mtrec.pipeline.datasets import dataset, with_unknown_ids
 from mtrec.pipeline.export import export_serving_model
 from mtrec.pipeline.preprocessing import preprocessing_fn
 from mtrec.pipeline.training import vocab_sizes
@@ -110,6 +112,73 @@ def test_id_dropout_reads_that_share_of_vocabulary_ids_as_unknown_ones_and_leave
     assert not np.array_equal(dropped["user_id"], second["user_id"])  # each batch draws its own
     # from training.seed: the same on a rerun
     np.testing.assert_array_equal(two_batches()[0]["user_id"], dropped["user_id"])
+
+
+
+def _transformed_files(output, directory, count: int) -> str:
+    """`count` transformed examples as TFRecords; example i has every float feature i and every
+    integer feature i % 2 (an id of every vocabulary)."""
+    path = str(directory / "transformed.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(count):
+            feature = {}
+            for name, spec in output.transformed_feature_spec().items():
+                if spec.dtype == tf.float32:
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(i)]))
+                else:
+                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return path
+
+
+def _tfxio_accessor() -> DataAccessor:
+    """What TFX's Trainer hands run_fn for TFRecords of tf.Examples."""
+    factory = lambda files, options, schema: tfxio.TFExampleRecord(  # noqa: E731
+        file_pattern=files, schema=schema, telemetry_descriptors=["mtrec-test"]).TensorFlowDataset(options)
+    return DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_every_epoch_reads_each_example_once_in_a_fresh_order_from_memory_or_the_files(transformed, tmp_path, cache):
+    _, output = transformed
+    files = _transformed_files(output, tmp_path, 37)
+    config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"batch_size": 8, "cache": cache,
+                                                                         "id_dropout": 0.0}})
+
+    def epochs(shuffle):
+        data = dataset(files, _tfxio_accessor(), output, config, shuffle=shuffle, epochs=1)
+        assert int(data.cardinality()) == 5  # 37 examples in batches of 8: Keras knows an epoch's length
+        return [np.concatenate([features["price"].numpy().reshape(-1) for features, _ in data]) for _ in range(2)]
+
+    first, second = epochs(shuffle=True)
+    for order in (first, second):
+        assert sorted(order.tolist()) == [float(i) for i in range(37)]  # every example once
+    assert first.tolist() != list(range(37)) and first.tolist() != second.tolist()  # reshuffled each epoch
+    np.testing.assert_array_equal(epochs(shuffle=True)[0], first)  # from training.seed: the same on a rerun
+    for order in epochs(shuffle=False):  # evaluation reads the file's order
+        np.testing.assert_array_equal(order, np.arange(37, dtype=np.float32))
+
+
+
+def test_batches_from_memory_read_a_fresh_share_of_ids_as_unknown_every_epoch(transformed, tmp_path):
+    _, output = transformed
+    known = output.vocabulary_size_by_name("user_id")
+    files = _transformed_files(output, tmp_path, 400)
+    config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"batch_size": 64, "cache": "memory",
+                                                                         "id_dropout": 0.25}})
+    data = dataset(files, _tfxio_accessor(), output, config, shuffle=True, epochs=1)
+    epochs = []
+    for _ in range(2):
+        batches = [(f["price"].numpy().reshape(-1), f["user_id"].numpy().reshape(-1), f["device"].numpy().reshape(-1),
+                    f["item_id"].numpy().reshape(-1)) for f, _ in data]
+        example, user, device, item = (np.concatenate(column) for column in zip(*batches))
+        order = np.argsort(example)
+        epochs.append(user[order] >= known)
+        assert 0.17 < epochs[-1].mean() < 0.33  # 0.25 +- 3.7 sd of 400 draws
+        np.testing.assert_array_equal(user[order][~epochs[-1]], np.arange(400)[~epochs[-1]] % 2)  # the rest kept
+        np.testing.assert_array_equal(device[order], np.arange(400) % 2)  # a categorical is not an id
+        np.testing.assert_array_equal(item[order], np.arange(400) % 2)  # a hashed id has no unknown row
+    assert (epochs[0] != epochs[1]).any()  # each epoch draws anew
 
 
 def _example(row):
