@@ -3,6 +3,7 @@
     python bench/accuracy.py --out bench/results/accuracy.json [--impressions 200000]
     python bench/accuracy.py --out acc.json --config my.yaml --logs my_logs/   # your own logs
     python bench/accuracy.py --out acc.json --config my.yaml --from-run work   # a finished run
+    python bench/accuracy.py --out seeds.json --from-run work --architectures mmoe --weightings fixed --seeds 0,1,2
 
 Runs the pipeline once with single-task baselines (reused from TFX's cache on a second call; or
 takes a finished `mtrec run` work dir as it is, with the `--config` it ran with),
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
 import itertools
 import json
 import os
@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig
 from mtrec.models.multitask import example_weight
 from mtrec.pipeline import runner
-from mtrec.pipeline.datasets import example_count, label_splitter, with_unknown_ids
+from mtrec.pipeline.datasets import dataset, record_accessor
 from mtrec.pipeline.training import text_tables, train, vocab_sizes
 from mtrec.reporting.summary import latest_run_outputs
 
@@ -41,18 +41,9 @@ RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 
 
 def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig, shuffle: bool) -> tf.data.Dataset:
-    files = sorted(glob.glob(os.path.join(uri, f"Split-{split}", "*.gz")))
-    spec, split = tft_output.transformed_feature_spec(), label_splitter(config)
-    data = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if shuffle:
-        data = data.shuffle(100_000, seed=config.training.seed)
-    parse = lambda serialized: tf.io.parse_example(serialized, spec)  # noqa: E731
-    data = data.batch(config.training.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    if shuffle:  # training batches, as the Trainer's
-        data = with_unknown_ids(data, config, tft_output)
-    data = data.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
-    # Several steps per call (steps_per_execution) need the epoch's length.
-    return data.apply(tf.data.experimental.assert_cardinality(-(-example_count(files) // config.training.batch_size)))
+    """The split's batches as the Trainer reads them (`training.cache`, id dropout when shuffled)."""
+    return dataset(os.path.join(uri, f"Split-{split}", "*"), record_accessor("mtrec-bench"), tft_output, config,
+                   shuffle)
 
 
 def score(network, eval_data, config: PipelineConfig) -> dict:
@@ -82,7 +73,8 @@ def plot(results, path: str) -> None:
     import matplotlib.pyplot as plt
 
     tasks = [t for t in results[0]["tasks"] if "gap" in results[0]["tasks"][t]]
-    rows = [f"{r['architecture']} / {r['weighting']}" for r in results]
+    rows = [f"{r['architecture']} / {r['weighting']}" + (f" / seed {r['seed']}" if len({x['seed'] for x in results}) > 1
+                                                            else "") for r in results]
     gaps = np.array([[r["tasks"][t]["gap"] for t in tasks] for r in results])
     fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 3, 0.35 * len(rows) + 1.5))
     image = ax.imshow(gaps, cmap="RdYlGn_r", vmin=0, vmax=max(0.03, float(gaps.max())), aspect="auto")
@@ -105,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--architectures", default=",".join(RANKING))
     parser.add_argument("--weightings", default=",".join(WEIGHTINGS))
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    parser.add_argument("--seeds", default="", help="comma-separated training seeds: each configuration is trained "
+                        "once per seed (default: the config's seed), to tell a change from the noise")
     parser.add_argument("--config", help="pipeline config YAML (default: mtrec's defaults)")
     parser.add_argument("--logs", help="event logs to run on (default: the synthetic log of --impressions)")
     parser.add_argument("--from-run", metavar="WORK_DIR", help="a finished run's work dir: no pipeline run")
@@ -135,9 +129,12 @@ def main(argv=None) -> int:
     text = text_tables(base, embeddings.uri if embeddings else None)
 
     results = []
-    for architecture, weighting in itertools.product(args.architectures.split(","), args.weightings.split(",")):
+    seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [base.training.seed]
+    for architecture, weighting, seed in itertools.product(args.architectures.split(","), args.weightings.split(","),
+                                                           seeds):
         config = dataclasses.replace(base, model=dataclasses.replace(base.model, architecture=architecture,
-                                                                     weighting=weighting))
+                                                                     weighting=weighting),
+                                     training=dataclasses.replace(base.training, seed=seed))
         config.validate()
         started = time.time()
         eval_data = transformed_dataset(examples_uri, "eval", tft_output, config, False)
@@ -147,9 +144,9 @@ def main(argv=None) -> int:
         tasks = score(network, eval_data, config)
         for name, auc in oracle.items():
             tasks[name].update(oracle_auc=auc, gap=auc - tasks[name]["auc"])
-        results.append({"architecture": architecture, "weighting": weighting, "epochs": log["epochs"],
+        results.append({"architecture": architecture, "weighting": weighting, "seed": seed, "epochs": log["epochs"],
                         "train_s": round(seconds, 1), "tasks": tasks, "task_weights": log["task_weights"][-1]})
-        print(f"{architecture:>13} / {weighting:<11} " + "  ".join(
+        print(f"{architecture:>13} / {weighting:<11} / seed {seed} " + "  ".join(
             f"{t}: gap {m['gap']:.4f}" if "gap" in m else f"{t}: rmse {m['rmse']:.3f}" for t, m in tasks.items())
             + f"  ({seconds:.0f}s)", file=sys.stderr, flush=True)
 

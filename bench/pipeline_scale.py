@@ -5,7 +5,8 @@
 For each size: generates the seeded synthetic log (not timed), then runs the pipeline's own
 LogExampleGen -> ImportSchemaGen -> Transform with LocalDagRunner in a fresh process, with the
 config's `beam_args` (or `--beam-args`), sampling the resident memory of that process and all its
-children (Beam's workers included) every 0.2 s. Component times come from MLMD. Writes JSON with
+children (Beam's workers included) every 0.2 s, and the peak within each component's run. Component
+times come from MLMD. Writes JSON with
 time(largest)/time(smallest) against the size ratio, and a chart beside it.
 Goals: time(2M)/time(1M) <= 2.1; peak RSS <= 4 GB.
 """
@@ -54,11 +55,12 @@ def run_child(data_dir: str, work_dir: str, beam_args: list) -> dict:
     connection.sqlite.filename_uri = metadata
     store = mlmd.MetadataStore(connection)
     types = {t.id: t.name for t in store.get_execution_types()}
-    stages = {}
+    windows = {}
     for execution in store.get_executions():
         name = next(s for s in STAGES if types[execution.type_id].endswith(s))
-        stages[name] = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
-    return {"wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stages.items()}}
+        windows[name] = (execution.create_time_since_epoch / 1e3, execution.last_update_time_since_epoch / 1e3)
+    return {"wall_s": round(wall, 1), "stages_s": {k: round(end - start, 1) for k, (start, end) in windows.items()},
+            "windows": windows}
 
 
 def measure(impressions: int, work_root: str, beam_args: list) -> dict:
@@ -78,21 +80,26 @@ def measure(impressions: int, work_root: str, beam_args: list) -> dict:
           file=sys.stderr, flush=True)
     child = subprocess.Popen([sys.executable, __file__, "--child", data_dir, work_dir, out,
                               f"--beam-args={shlex.join(beam_args)}"])
-    peak, process = 0, psutil.Process(child.pid)
+    samples, process = [], psutil.Process(child.pid)  # (time, RSS of the process tree)
     while child.poll() is None:
         try:
             tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            samples.append((time.time(), sum(p.memory_info().rss for p in tree if p.is_running())))
         except psutil.Error:
             pass
         time.sleep(0.2)
+    peak = max((rss for _, rss in samples), default=0)
     if child.returncode:
         raise SystemExit(f"the pipeline failed on {impressions} impressions (exit {child.returncode})")
     with open(out) as f:
         result = json.load(f)
     ingest_transform = sum(result["stages_s"].values())
+    windows = result.pop("windows")
+    stage_peaks = {stage: round(max((rss for t, rss in samples if start <= t <= end), default=0) / 2**30, 2)
+                   for stage, (start, end) in windows.items()}
     return {"impressions": impressions, "events": events, **result, "ingest_transform_s": round(ingest_transform, 1),
-            "events_per_s": round(events / ingest_transform), "peak_rss_gb": round(peak / 2**30, 2)}
+            "events_per_s": round(events / ingest_transform), "peak_rss_gb": round(peak / 2**30, 2),
+            "stage_peak_rss_gb": stage_peaks}
 
 
 def plot(results: dict, path: str) -> None:

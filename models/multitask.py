@@ -246,9 +246,9 @@ class MultiTaskModel(keras.Model):
         self.optimizer.minimize(objective, variables, tape=tape)
         self.weighting.after_step(losses, tape, self.shared)
         del tape
-        # Losses only: the task metrics (AUC's confusion counts over 200 thresholds per task) cost
-        # a sixth of a step, and they are measured where they mean something, on the validation
-        # split (`val_<task>_auc`) and by the Evaluator.
+        # Losses only: the task metrics (AUC's confusion counts over 200 thresholds per task) would
+        # run in every step, and they mean something where they are measured, on the validation
+        # split at each epoch's end (`val_<task>_auc`) and by the Evaluator.
         logs = self._update_losses(losses)
         logs.update({f"{name}_weight": w for name, w in self.weighting.weights().items()})
         return logs

@@ -7,6 +7,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
 from mtrec.config import CACHE_LIMIT_BYTES, PipelineConfig
@@ -136,6 +137,15 @@ def with_unknown_ids(batches: tf.data.Dataset, config: PipelineConfig, tft_outpu
         return batches
     seeds = tf.data.Dataset.random(seed=config.training.seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((batches, seeds)).map(drop, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def record_accessor(telemetry: str = "mtrec") -> DataAccessor:
+    """What TFX's Trainer hands `run_fn` for TFRecords of tf.Examples, for code that reads a
+    Transform output outside the Trainer (benches, tests) through the same `dataset`."""
+    def factory(files, options: tfxio.TensorFlowDatasetOptions, schema) -> tf.data.Dataset:
+        return tfxio.TFExampleRecord(file_pattern=files, schema=schema,
+                                     telemetry_descriptors=[telemetry]).TensorFlowDataset(options)
+    return DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
 
 
 def example_count(files) -> int:

@@ -7,12 +7,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
-from tfx.components.trainer.fn_args_utils import DataAccessor
-from tfx_bsl.public import tfxio
 
 from mtrec.config import PipelineConfig
 from mtrec.models.multitask import build_multitask_model
-from mtrec.pipeline.datasets import dataset, with_unknown_ids
+from mtrec.pipeline.datasets import dataset, record_accessor, with_unknown_ids
 from mtrec.pipeline.export import export_serving_model
 from mtrec.pipeline.preprocessing import preprocessing_fn
 from mtrec.pipeline.training import vocab_sizes
@@ -131,13 +129,6 @@ def _transformed_files(output, directory, count: int) -> str:
     return path
 
 
-def _tfxio_accessor() -> DataAccessor:
-    """What TFX's Trainer hands run_fn for TFRecords of tf.Examples."""
-    factory = lambda files, options, schema: tfxio.TFExampleRecord(  # noqa: E731
-        file_pattern=files, schema=schema, telemetry_descriptors=["mtrec-test"]).TensorFlowDataset(options)
-    return DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
-
-
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_every_epoch_reads_each_example_once_in_a_fresh_order_from_memory_or_the_files(transformed, tmp_path, cache):
     _, output = transformed
@@ -146,7 +137,7 @@ def test_every_epoch_reads_each_example_once_in_a_fresh_order_from_memory_or_the
                                                                          "id_dropout": 0.0}})
 
     def epochs(shuffle):
-        data = dataset(files, _tfxio_accessor(), output, config, shuffle=shuffle, epochs=1)
+        data = dataset(files, record_accessor("mtrec-test"), output, config, shuffle=shuffle, epochs=1)
         assert int(data.cardinality()) == 5  # 37 examples in batches of 8: Keras knows an epoch's length
         return [np.concatenate([features["price"].numpy().reshape(-1) for features, _ in data]) for _ in range(2)]
 
@@ -166,7 +157,7 @@ def test_batches_from_memory_read_a_fresh_share_of_ids_as_unknown_every_epoch(tr
     files = _transformed_files(output, tmp_path, 400)
     config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"batch_size": 64, "cache": "memory",
                                                                          "id_dropout": 0.25}})
-    data = dataset(files, _tfxio_accessor(), output, config, shuffle=True, epochs=1)
+    data = dataset(files, record_accessor("mtrec-test"), output, config, shuffle=True, epochs=1)
     epochs = []
     for _ in range(2):
         batches = [(f["price"].numpy().reshape(-1), f["user_id"].numpy().reshape(-1), f["device"].numpy().reshape(-1),
