@@ -106,7 +106,7 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     models = sorted(daily.store.get_artifacts_by_type("Model"), key=lambda a: a.id)
     assert [m.custom_properties["span"].int_value for m in models] == [spans.span_number(d) for d in DAYS[:2]]
     report = daily.summaries[1]["training"]["warm_start"]
-    assert report["warm_start"] and report["from"].startswith(models[0].uri) and report["copied"] > 10
+    assert report["warm_start"] and report["from"].startswith(models[0].uri) and report["copied"] > 0
     assert report["embeddings"]["item_id"]["new"] > 0 and report["embeddings"]["item_id"]["known"] > 50
     # Before training: the second day's network, built as its Trainer built it, then restored.
     graphs = sorted(daily.store.get_artifacts_by_type("TransformGraph"), key=lambda a: a.id)
@@ -116,6 +116,7 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     fresh = network.get_weights()[weight][rows].copy()
     again = warm_start.restore(network, os.path.join(models[0].uri, "Format-Serving"), new_tft, daily.config)
     assert again["embeddings"] == report["embeddings"]
+    assert again["copied"] + again["kept_fresh"] + 1 == len(network.weights)  # every weight but the id table as it was
     with np.load(os.path.join(models[0].uri, warm_start.STATE_DIR, "weights.npz")) as saved:
         index = json.loads(open(os.path.join(models[0].uri, warm_start.STATE_DIR, "index.json")).read())
         [(position, (start, stop))] = [(i, t["item_id"]) for i, t in index["tables"].items()]
