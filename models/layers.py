@@ -266,7 +266,7 @@ def text_inputs(text: Optional[TextTables]):
 @keras.utils.register_keras_serializable(package="mtrec")
 class FusedEmbedding(keras.layers.Layer):
     """The embedding tables of several categorical features as one table, each feature's rows at
-    its offset: one gather and one sparse optimizer update per step instead of one per feature
+    its offset: one gather and one optimizer update per step instead of one per feature
     (the per-feature ops, not the rows, are the cost at recommender sizes on CPU). The same values
     as a `keras.layers.Embedding` per feature, concatenated in `sizes`' sorted order.
 

@@ -20,7 +20,7 @@ class TaskType:
     Args:
       activation: of the task's output layer (None: linear).
       default_loss: Keras loss name when the task names none.
-      keras_metric: Keras metric class tracked per epoch in training, logged as `<task>_<short>`.
+      keras_metric: Keras metric class measured on the eval split every epoch, logged as `val_<task>_<short>`.
       short: the metric's short name in training logs and the printed table.
       gate_class: TFMA metric class the release gate checks; `gate_metric` is its name in results.
       higher_is_better: direction of the gate metric.

@@ -5,8 +5,9 @@ Every Trainer run keeps its network's weights and its id vocabularies beside the
 that model as `base_model`, copies every weight of the same shape, and rebuilds each vocabulary
 feature's rows of the embedding table row by row: an id both vocabularies hold keeps its vector,
 an id new to this run keeps its fresh initial row, an id no longer in the vocabulary goes, and the
-OOV buckets keep theirs; hashed and bucketised features keep their rows. Frozen text tables are this run's (the catalogue's current vectors). A network of another
-shape (architecture, sizes or features changed) starts from scratch, said in the log.
+OOV buckets keep theirs; hashed and bucketised features keep their rows. Frozen text tables are
+this run's (the catalogue's current vectors). A network of another shape (architecture, sizes or
+features changed) starts from scratch, said in the log.
 """
 from __future__ import annotations
 
