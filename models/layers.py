@@ -19,15 +19,20 @@ from mtrec.transformed import REVIEWS_BEFORE, text_key_name
 USER_ID, ITEM_ID = TEXT_TABLES["users"], TEXT_TABLES["items"]
 
 
+def _mlp_units(units: Sequence[int]) -> List[int]:
+    if not units or any(u <= 0 for u in units):
+        raise ValueError(f"MLP units must be positive, got {list(units)}")
+    return list(units)
+
+
 @keras.utils.register_keras_serializable(package="mtrec")
 class MLP(keras.layers.Layer):
-    """Dense ReLU stack with optional dropout; the expert, bottom and tower of every architecture."""
+    """Dense ReLU stack with optional dropout: the shared bottom and the two towers (the experts and
+    task towers, which repeat side by side, are `StackedMLP`s)."""
 
     def __init__(self, units: Sequence[int], dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if not units or any(u <= 0 for u in units):
-            raise ValueError(f"MLP units must be positive, got {list(units)}")
-        self.units, self.dropout = list(units), dropout
+        self.units, self.dropout = _mlp_units(units), dropout
         self._layers = []
         for i, u in enumerate(self.units):
             self._layers.append(keras.layers.Dense(u, activation="relu", name=f"dense_{i}"))
@@ -89,9 +94,7 @@ class StackedMLP(keras.layers.Layer):
 
     def __init__(self, count: int, units: Sequence[int], dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if not units or any(u <= 0 for u in units):
-            raise ValueError(f"MLP units must be positive, got {list(units)}")
-        self.count, self.units, self.dropout = count, list(units), dropout
+        self.count, self.units, self.dropout = count, _mlp_units(units), dropout
         self.dense = [StackedDense(count, u, "relu", name=f"dense_{i}") for i, u in enumerate(self.units)]
         self.drop = [keras.layers.Dropout(dropout) for _ in self.units] if dropout else []
 
