@@ -7,6 +7,12 @@ p50/p99 latency at batch 1 and 100 for: the in-process SavedModel call (TF2 `tf.
 signature, and the TF Session callable the server runs), gRPC Predict and REST :predict; gRPC
 GetModelStatus (a round trip with no model call: transport + handler); and the throughput of 8
 concurrent gRPC clients at batch 1, against it and against a second server with --enable-batching.
+Then the issue's method, from a client process of its own (`--client`, a plain TF Serving API
+stub): batch-1 Predict of the model's own warm-up requests, 500 timed calls after 50, and 8
+client threads for `--seconds`; against `mtrec serve`, against it with --enable-batching, and
+against a gRPC server of the same make whose Predict answers a ready response (`--empty-server`:
+the transport's floor). In the bench process, the same warm-up requests through the handler's
+parts: proto to arrays and back, the Session call, and the whole `api.predict`.
 Writes JSON and a latency chart (PNG beside it); the servers stop at the end.
 """
 from __future__ import annotations
@@ -30,6 +36,7 @@ import grpc  # noqa: E402
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from mtrec.config import ServingConfig  # noqa: E402
 from mtrec.serving.client import ServingClient, to_example  # noqa: E402
 from mtrec.serving.servable import Servable  # noqa: E402
 from mtrec.serving.signatures import SERVING_DEFAULT, SERVING_RAW  # noqa: E402
@@ -72,14 +79,65 @@ def rows(base: str, count: int) -> list:
     return out[:count]
 
 
-def start_server(base: str, name: str, *flags: str):
+def warmup_requests(path: str) -> list:
+    """The PredictRequests of a model version's warm-up file (what TF Serving replays at load)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    return [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+            for record in tf.compat.v1.io.tf_record_iterator(os.path.join(path, "assets.extra",
+                                                                         "tf_serving_warmup_requests"))]
+
+
+def client_main(args) -> None:
+    """`--client`: the independent client. Prints {"latency": ..., "throughput": ...} as JSON."""
+    requests = warmup_requests(args.client_model_dir)
+    for request in requests:
+        request.model_spec.name = args.model_name
+    with grpc.insecure_channel(args.client) as channel:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+        calls = iter(range(1 << 30))
+        latency = percentiles(lambda: predict(requests[next(calls) % len(requests)], timeout=30), args.calls,
+                              warmup=50)
+    print(json.dumps({"latency": latency, "throughput": throughput(args.client, requests, 8, args.seconds)}))
+
+
+def independent_client(target: str, model_dir: str, name: str, calls: int, seconds: float) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--client", target, "--client-model-dir", model_dir,
+                          "--model-name", name, "--calls", str(calls), "--seconds", str(seconds)],
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def empty_server_main(port: int, workers: int) -> None:
+    """`--empty-server`: a gRPC server made as `mtrec serve` makes its own, whose Predict answers
+    a ready response of the model's shape (5 task scores, batch 1): what gRPC itself costs."""
+    from concurrent import futures
+
+    response = predict_pb2.PredictResponse()
+    for task in ("click", "like", "purchase", "dwell", "review_positive"):
+        response.outputs[task].CopyFrom(tf.make_tensor_proto(np.zeros((1, 1), np.float32)))
+
+    class Empty(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(workers), options=[("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Empty(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def free_port() -> int:
     import socket
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(base: str, name: str, *flags: str):
+    ports = [free_port(), free_port()]
     mtrec = os.path.join(os.path.dirname(sys.executable), "mtrec")
     process = subprocess.Popen([mtrec, "serve", "--model-base-path", base, "--model-name", name,
                                 "--port", str(ports[0]), "--rest-port", str(ports[1]), *flags],
@@ -96,16 +154,20 @@ def start_server(base: str, name: str, *flags: str):
     raise TimeoutError("mtrec serve did not come up in 120 s")
 
 
-def throughput(target: str, request, clients: int, seconds: float) -> dict:
-    """Requests/s of `clients` threads, each with its own channel, sending a prebuilt request."""
+def throughput(target: str, requests, clients: int, seconds: float) -> dict:
+    """Requests/s of `clients` threads, each with its own channel, sending prebuilt requests (one,
+    or a list they take turns through)."""
+    requests = requests if isinstance(requests, list) else [requests]
     stop, counts, failures = threading.Event(), [0] * clients, []
 
     def work(i):
         with grpc.insecure_channel(target) as channel:
             predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+            sent = i
             while not stop.is_set():
                 try:
-                    predict(request, timeout=30)
+                    predict(requests[sent % len(requests)], timeout=30)
+                    sent += 1
                     counts[i] += 1
                 except grpc.RpcError as error:
                     failures.append(error.code().name)
@@ -138,8 +200,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--model-name", default="mtrec")
     parser.add_argument("--repeats", type=int, default=2000, help="timed calls per latency figure")
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput measuring time")
+    parser.add_argument("--calls", type=int, default=500, help="timed calls of the independent client")
     parser.add_argument("--out", default="bench/results/serving.json")
+    parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)  # the independent client's process
+    parser.add_argument("--client-model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--empty-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.client:
+        return client_main(args)
+    if args.empty_server:
+        return empty_server_main(args.empty_server, ServingConfig().grpc_workers)
     base = os.path.abspath(args.model_base_path)
     if not os.path.isdir(base):
         parser.error(f"{base} does not exist: run `make run` first (it pushes a model there)")
@@ -199,6 +269,7 @@ def main(argv=None) -> dict:
         process.terminate()
         process.wait(timeout=60)
 
+    results["independent_client"] = issue_method(args, base, path, version)
     latency = results["latency"]
     best = min(("examples", "raw"), key=lambda k: latency[f"batch1_{k}_grpc"]["p99_ms"])
     results["summary"] = {
@@ -210,12 +281,70 @@ def main(argv=None) -> dict:
                                                - latency[f"batch1_{best}_in_process_session"]["p50_ms"], 3),
         "throughput_8_clients_rps": max(t["requests_per_s"] for t in results["throughput"].values()),
         "goals": GOALS}
+    served = {k: v for k, v in results["independent_client"].items() if k.startswith("mtrec_serve")}
+    results["summary"]["independent_client"] = {
+        "batch1_p99_ms": min(v["latency"]["p99_ms"] for v in served.values()),
+        "throughput_8_clients_rps": max(v["throughput"]["requests_per_s"] for v in served.values()),
+        "failed": sum(v["throughput"]["failed"] for v in served.values()),
+        "goals": {"batch1_p99_ms": 1.5, "throughput_8_clients_rps": 1500}}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     plot(results, os.path.splitext(args.out)[0] + ".png")
     print(json.dumps(results, indent=1))
     return results
+
+
+def issue_method(args, base: str, path: str, version: int) -> dict:
+    """The warm-up requests from a client process of its own, against `mtrec serve` (with and
+    without batching) and an empty handler; and in this process, the handler's parts."""
+    out = {}
+    for key, flags in (("mtrec_serve", ()), ("mtrec_serve_batching", ("--enable-batching",))):
+        process, client, _ = start_server(base, args.model_name, *flags)
+        try:
+            out[key] = independent_client(client.target, path, args.model_name, args.calls, args.seconds)
+        finally:
+            client.close()
+            process.terminate()
+            process.wait(timeout=60)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--empty-server", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        out["empty_handler"] = independent_client(f"127.0.0.1:{port}", path, args.model_name, args.calls, args.seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+    from mtrec.serving import api
+
+    requests = warmup_requests(path)
+    servable = Servable(args.model_name, version, path,
+                        tf.compat.v1.ConfigProto(intra_op_parallelism_threads=ServingConfig().intra_op_threads,
+                                                 inter_op_parallelism_threads=ServingConfig().inter_op_threads))
+    calls = iter(range(1 << 30))
+    request = lambda: requests[next(calls) % len(requests)]  # noqa: E731
+    arrays = [{k: api.to_array(k, v) for k, v in r.inputs.items()} for r in requests]
+    name, aliases = servable.check(requests[0].model_spec.signature_name, arrays[0])
+    outputs = servable.execute(name, arrays[0], aliases)
+
+    def convert():
+        r = request()
+        {k: api.to_array(k, v) for k, v in r.inputs.items()}
+        response = predict_pb2.PredictResponse()
+        for alias, value in outputs.items():
+            api.to_proto(value, response.outputs[alias])
+        response.SerializeToString()
+
+    out["in_process"] = {
+        "session_call": percentiles(lambda: servable.execute(name, arrays[next(calls) % len(arrays)], aliases),
+                                    args.calls, warmup=50),
+        "proto_conversion": percentiles(convert, args.calls, warmup=50),
+        "api_predict": percentiles(lambda: api.predict(servable, request()), args.calls, warmup=50)}
+    servable.close()
+    return out
 
 
 def plot(results: dict, path: str) -> None:

@@ -200,8 +200,10 @@ class MultiTaskModel(keras.Model):
 
     # Keras runs `steps_per_execution` steps per call in a loop that AutoGraph traces twice (once
     # to learn what the loop carries), and the step's trace is most of a short fit's cost. The loop
-    # calls Keras's one-step tf.function instead, so its second call reuses the first trace (under
-    # MirroredStrategy too, where the step is traced once per replica).
+    # calls Keras's one-step function instead, so its second call reuses the first trace (under
+    # MirroredStrategy too, where the step is traced once per replica). That function is traced
+    # without AutoGraph: converting Keras's step code (no control flow on tensors) cost ~1.5 s of
+    # each fit's first epoch.
     def make_train_function(self, force=False):
         return self._loop_of(super().make_train_function, "train_function", force)
 
@@ -211,15 +213,22 @@ class MultiTaskModel(keras.Model):
     def _loop_of(self, make_one_step, name: str, force: bool):
         if getattr(self, name) is not None and not force:
             return getattr(self, name)
+        if self.run_eagerly or self._cluster_coordinator or self.autotune_steps_per_execution:
+            return make_one_step(force)
         steps = self._steps_per_execution
         many = 1 if steps is None else int(steps.numpy())
-        if many == 1 or self.run_eagerly or self._cluster_coordinator or self.autotune_steps_per_execution:
-            return make_one_step(force)
-        steps.assign(1)
+        if steps is not None:
+            steps.assign(1)
         try:
-            one_step = make_one_step(True)
+            one_step = tf.function(make_one_step(True).python_function, reduce_retracing=True, autograph=False)
         finally:
-            steps.assign(many)
+            if steps is not None:
+                steps.assign(many)
+        if name == "train_function":
+            self.train_tf_function = one_step  # the graph TensorBoard shows
+        if many == 1:
+            setattr(self, name, one_step)
+            return one_step
 
         @tf.function(reduce_retracing=True)
         def loop(iterator):

@@ -50,14 +50,15 @@ def accuracy_bench(small_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "accuracy.json"
     subprocess.run([sys.executable, os.path.join(ROOT, "bench", "accuracy.py"), "--out", str(out),
                     "--from-run", small_run.work_dir, "--config", small_run.config,
-                    "--architectures", "esmm", "--weightings", "dwa"], check=True, cwd=ROOT)
+                    "--architectures", "esmm", "--weightings", "dwa", "--text", "with,without"], check=True, cwd=ROOT)
     return out.parent, small_run.work_dir, json.loads(out.read_text())
 
 
 @SMALL_RUN
 def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
     work, run, report = accuracy_bench
-    assert [(r["architecture"], r["weighting"]) for r in report["results"]] == [("esmm", "dwa")]
+    assert [(r["architecture"], r["weighting"], r["text"]) for r in report["results"]] == [("esmm", "dwa", True),
+                                                                                           ("esmm", "dwa", False)]
     summary = json.loads(open(os.path.join(run, "run_summary.json")).read())
     for result in report["results"]:
         for task in ("click", "like", "purchase"):
@@ -68,6 +69,23 @@ def test_accuracy_bench_writes_a_gap_per_configuration_and_task(accuracy_bench):
             # ~200 of them clicked: like and purchase, where a 3-epoch model may sit at chance)
             assert (0.5 if task == "click" else 0.4) < metrics["auc"] < metrics["oracle_auc"] + 0.05
         assert 0 < result["tasks"]["dwell"]["rmse"] < 3 * summary["tasks"]["dwell"]["mean_label"]
+    # the text ablation: text's effect is the with-text model's metric minus the other's, on all
+    # eval impressions and on the cold-start slice, measured against the run's cold oracle
+    with_text, without = (r["tasks"] for r in report["results"])
+    for task, effect in report["text_effect"].items():
+        metric = effect["metric"]
+        assert effect["all"]["mean"] == pytest.approx(with_text[task][metric] - without[task][metric])
+        if "cold" not in effect:  # the task's cold slice holds one class only on this small log
+            assert metric not in with_text[task]["cold"]
+            continue
+        assert effect["cold"]["mean"] == pytest.approx(with_text[task]["cold"][metric] - without[task]["cold"][metric])
+        if "cold_gap_closed" in effect:
+            oracle = summary["cold_start"][task]["oracle_auc"]
+            assert with_text[task]["cold"]["oracle_auc"] == oracle
+            closable = oracle - without[task]["cold"]["auc"]
+            assert effect["cold_gap_closed"] == pytest.approx(effect["cold"]["mean"] / closable)
+    assert "cold_gap_closed" in report["text_effect"]["click"]
+    assert with_text["click"]["cold"]["auc"] != with_text["click"]["auc"]  # a slice, not all impressions
     # three epochs on 4,000 impressions are far from the oracle: the 0.01 goal cannot be met
     assert not report["goal_met"] and report["best"]["worst_gap"] > 0.01
     assert (work / "accuracy.png").stat().st_size > 10_000
