@@ -15,8 +15,9 @@ Writes JSON (per configuration and task: AUC, oracle AUC, gap; RMSE for regressi
 training seconds; the same on the cold-start slice) and a heatmap PNG beside it. The goal: the best
 configuration within 0.01 AUC of the oracle on every binary task. `--text with,without` trains each
 configuration also without text features (`PipelineConfig.without_text`, as `--ablate-text` does)
-and adds `text_effect`: per task, the mean over seeds of text's change to the gap, on all eval
-impressions and on the cold slice, and the share of the no-text cold gap that text closes.
+and adds `text_effect`: per task, text's mean change over the seeds in its metric (AUC, or RMSE),
+on all eval impressions and on the cold slice, and the share of the no-text cold gap to the oracle
+that text closes.
 """
 from __future__ import annotations
 
@@ -147,8 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     parser.add_argument("--seeds", default="", help="comma-separated training seeds: each configuration is trained "
                         "once per seed (default: the config's seed), to tell a change from the noise")
-    parser.add_argument("--text", default="with", help="with, without or with,without: train each configuration "
-                        "with text features, without, or both (the text ablation; needs a run with text)")
+    parser.add_argument("--text", default="", help="with, without or with,without: train each configuration "
+                        "with text features, without, or both (the text ablation; needs a run with text); "
+                        "default: as the run did")
     parser.add_argument("--config", help="pipeline config YAML (default: mtrec's defaults)")
     parser.add_argument("--logs", help="event logs to run on (default: the synthetic log of --impressions)")
     parser.add_argument("--from-run", metavar="WORK_DIR", help="a finished run's work dir: no pipeline run")
@@ -190,7 +192,10 @@ def main(argv=None) -> int:
 
     results = []
     seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [base.training.seed]
-    with_text = [{"with": True, "without": False}[v] for v in args.text.split(",")]
+    choices = {"with": True, "without": False}
+    if args.text and not set(args.text.split(",")) <= set(choices):
+        parser.error(f"--text {args.text}: say with, without or with,without")
+    with_text = [choices[v] for v in args.text.split(",")] if args.text else [text is not None]
     if True in with_text and text is None:
         parser.error(f"{work_dir}'s run has no text features: use --text without")
     for architecture, weighting, seed, uses_text in itertools.product(
