@@ -57,15 +57,10 @@ def percentiles(call, repeats: int, warmup: int = 30) -> dict:
             "mean_ms": round(float(ms.mean()), 3), "n": repeats}
 
 
-def rows(base: str, count: int) -> list:
+def rows(path: str, count: int) -> list:
     """Raw feature rows taken from the model's own warm-up records (real eval examples)."""
-    versions = sorted(int(v) for v in os.listdir(base) if v.isdigit())
-    path = os.path.join(base, str(versions[-1]), "assets.extra", "tf_serving_warmup_requests")
-    from tensorflow_serving.apis import prediction_log_pb2
-
     out = []
-    for record in tf.compat.v1.io.tf_record_iterator(path):
-        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    for request in warmup_requests(path):
         example = tf.train.Example.FromString(tf.make_ndarray(request.inputs["examples"])[0])
         row = {}
         for name, feature in example.features.feature.items():
@@ -215,7 +210,7 @@ def main(argv=None) -> dict:
         parser.error(f"{base} does not exist: run `make run` first (it pushes a model there)")
     version = max(int(v) for v in os.listdir(base) if v.isdigit())
     path = os.path.join(base, str(version))
-    feature_rows = rows(base, 100)
+    feature_rows = rows(path, 100)
 
     process, client, rest_port = start_server(base, args.model_name)
     try:
@@ -225,8 +220,10 @@ def main(argv=None) -> dict:
                                                              for r in feature_rows[:size]], dtype=object)}}
                    for size in (1, 100)}
         loaded = tf.saved_model.load(path)
+        options = ServingConfig()  # the server's session threads
         servable = Servable(args.model_name, version, path,
-                            tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=2))
+                            tf.compat.v1.ConfigProto(intra_op_parallelism_threads=options.intra_op_threads,
+                                                     inter_op_parallelism_threads=options.inter_op_threads))
         results = {"model": path, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                               "tensorflow": tf.__version__}, "latency": {}}
         status_request = get_model_status_pb2.GetModelStatusRequest()
@@ -269,7 +266,8 @@ def main(argv=None) -> dict:
         process.terminate()
         process.wait(timeout=60)
 
-    results["independent_client"] = issue_method(args, base, path, version)
+    results["independent_client"] = issue_method(args, base, path, servable)
+    servable.close()
     latency = results["latency"]
     best = min(("examples", "raw"), key=lambda k: latency[f"batch1_{k}_grpc"]["p99_ms"])
     results["summary"] = {
@@ -295,9 +293,10 @@ def main(argv=None) -> dict:
     return results
 
 
-def issue_method(args, base: str, path: str, version: int) -> dict:
+def issue_method(args, base: str, path: str, servable: Servable) -> dict:
     """The warm-up requests from a client process of its own, against `mtrec serve` (with and
-    without batching) and an empty handler; and in this process, the handler's parts."""
+    without batching) and an empty handler; and in this process, the handler's parts on
+    `servable` (the version at `path`, loaded as the server loads it)."""
     out = {}
     for key, flags in (("mtrec_serve", ()), ("mtrec_serve_batching", ("--enable-batching",))):
         process, client, _ = start_server(base, args.model_name, *flags)
@@ -321,9 +320,6 @@ def issue_method(args, base: str, path: str, version: int) -> dict:
     from mtrec.serving import api
 
     requests = warmup_requests(path)
-    servable = Servable(args.model_name, version, path,
-                        tf.compat.v1.ConfigProto(intra_op_parallelism_threads=ServingConfig().intra_op_threads,
-                                                 inter_op_parallelism_threads=ServingConfig().inter_op_threads))
     calls = iter(range(1 << 30))
     request = lambda: requests[next(calls) % len(requests)]  # noqa: E731
     arrays = [{k: api.to_array(k, v) for k, v in r.inputs.items()} for r in requests]
@@ -343,7 +339,6 @@ def issue_method(args, base: str, path: str, version: int) -> dict:
                                     args.calls, warmup=50),
         "proto_conversion": percentiles(convert, args.calls, warmup=50),
         "api_predict": percentiles(lambda: api.predict(servable, request()), args.calls, warmup=50)}
-    servable.close()
     return out
 
 
