@@ -9,11 +9,12 @@ GetModelStatus (a round trip with no model call: transport + handler); and the t
 concurrent gRPC clients at batch 1, against it and against a second server with --enable-batching.
 Then the issue's method, from a client process of its own (`--client`, a plain TF Serving API
 stub): batch-1 Predict of the model's own warm-up requests, 500 timed calls after 50, and 8
-client threads for `--seconds`; against `mtrec serve`, against it with --enable-batching, and
-against a gRPC server of the same make whose Predict answers a ready response (`--empty-server`:
-the transport's floor). In the bench process, the same warm-up requests through the handler's
-parts: proto to arrays and back, the Session call, and the whole `api.predict`.
-Writes JSON and a latency chart (PNG beside it); the servers stop at the end.
+client threads for `--seconds`; against `mtrec serve`, against it with --enable-batching and with
+--inter-op-threads -1 (each request's ops in the gRPC worker's thread), and against a gRPC server
+of the same make whose Predict answers a ready response (`--empty-server`: the transport's floor).
+In the bench process, the same warm-up requests through the handler's parts: proto to arrays and
+back, the Session call, and the whole `api.predict`. Writes JSON and a latency chart (PNG beside
+it); the servers stop at the end.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, predictio
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mtrec.config import ServingConfig  # noqa: E402
 from mtrec.serving.client import ServingClient, to_example  # noqa: E402
-from mtrec.serving.servable import Servable  # noqa: E402
+from mtrec.serving.servable import Servable, session_config  # noqa: E402
 from mtrec.serving.signatures import SERVING_DEFAULT, SERVING_RAW  # noqa: E402
 
 GOALS = {"grpc_batch1_p99_ms": 1.5, "grpc_overhead_ms": 1.0, "throughput_8_clients_rps": 1500}
@@ -205,6 +206,9 @@ def main(argv=None) -> dict:
         return client_main(args)
     if args.empty_server:
         return empty_server_main(args.empty_server, ServingConfig().grpc_workers)
+    # The intra-op pool is one per process, sized by whichever comes first, a Session or TF2's eager
+    # context: sized as the server's, or the in-process rows measure a Session twice as slow as its.
+    tf.config.threading.set_intra_op_parallelism_threads(ServingConfig().intra_op_threads)
     base = os.path.abspath(args.model_base_path)
     if not os.path.isdir(base):
         parser.error(f"{base} does not exist: run `make run` first (it pushes a model there)")
@@ -220,10 +224,7 @@ def main(argv=None) -> dict:
                                                              for r in feature_rows[:size]], dtype=object)}}
                    for size in (1, 100)}
         loaded = tf.saved_model.load(path)
-        options = ServingConfig()  # the server's session threads
-        servable = Servable(args.model_name, version, path,
-                            tf.compat.v1.ConfigProto(intra_op_parallelism_threads=options.intra_op_threads,
-                                                     inter_op_parallelism_threads=options.inter_op_threads))
+        servable = Servable(args.model_name, version, path, session_config(ServingConfig()))  # as the server
         results = {"model": path, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                               "tensorflow": tf.__version__}, "latency": {}}
         status_request = get_model_status_pb2.GetModelStatusRequest()
@@ -279,7 +280,7 @@ def main(argv=None) -> dict:
                                                - latency[f"batch1_{best}_in_process_session"]["p50_ms"], 3),
         "throughput_8_clients_rps": max(t["requests_per_s"] for t in results["throughput"].values()),
         "goals": GOALS}
-    served = {k: v for k, v in results["independent_client"].items() if k.startswith("mtrec_serve")}
+    served = {k: results["independent_client"][k] for k in ("mtrec_serve", "mtrec_serve_batching")}
     results["summary"]["independent_client"] = {
         "batch1_p99_ms": min(v["latency"]["p99_ms"] for v in served.values()),
         "throughput_8_clients_rps": max(v["throughput"]["requests_per_s"] for v in served.values()),
@@ -294,11 +295,13 @@ def main(argv=None) -> dict:
 
 
 def issue_method(args, base: str, path: str, servable: Servable) -> dict:
-    """The warm-up requests from a client process of its own, against `mtrec serve` (with and
-    without batching) and an empty handler; and in this process, the handler's parts on
-    `servable` (the version at `path`, loaded as the server loads it)."""
+    """The warm-up requests from a client process of its own, against `mtrec serve` (as it comes,
+    with batching, and running each request's ops in the gRPC worker's thread) and an empty
+    handler; and in this process, the handler's parts on `servable` (the version at `path`,
+    loaded as the server loads it)."""
     out = {}
-    for key, flags in (("mtrec_serve", ()), ("mtrec_serve_batching", ("--enable-batching",))):
+    for key, flags in (("mtrec_serve", ()), ("mtrec_serve_batching", ("--enable-batching",)),
+                       ("mtrec_serve_caller_thread", ("--inter-op-threads", "-1"))):
         process, client, _ = start_server(base, args.model_name, *flags)
         try:
             out[key] = independent_client(client.target, path, args.model_name, args.calls, args.seconds)
@@ -349,9 +352,15 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results["latency"])
-    p50 = [results["latency"][n]["p50_ms"] for n in names]
-    p99 = [results["latency"][n]["p99_ms"] for n in names]
+    rows = dict(results["latency"])
+    for key, value in results["independent_client"].items():
+        if key == "in_process":
+            rows.update({f"handler part: {part}": v for part, v in value.items()})
+        else:
+            rows[f"independent client: {key}"] = value["latency"]
+    names = list(rows)
+    p50 = [rows[n]["p50_ms"] for n in names]
+    p99 = [rows[n]["p99_ms"] for n in names]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.5))
     y = np.arange(len(names))
     ax.barh(y - 0.2, p50, 0.4, label="p50")

@@ -25,6 +25,11 @@ def add_commands(commands) -> None:
     serve.add_argument("--max-batch-size", type=int, help="refuse larger batches (default 1024; 0: no limit)")
     serve.add_argument("--max-message-bytes", type=int, help="largest gRPC message or REST body (default 64 MiB)")
     serve.add_argument("--poll-seconds", type=float, help="how often to look for new versions (default 1)")
+    serve.add_argument("--intra-op-threads", type=int,
+                       help="threads of one op (TF Serving's --tensorflow_intra_op_parallelism; default 1)")
+    serve.add_argument("--inter-op-threads", type=int,
+                       help="threads running requests' ops (TF Serving's --tensorflow_inter_op_parallelism; "
+                            "default 2; -1: the thread that took the request)")
     serve.add_argument("--tls-cert", default="", help="PEM certificate: serve gRPC over TLS (with --tls-key)")
     serve.add_argument("--tls-key", default="", help="PEM private key for --tls-cert")
     serve.add_argument("--request-log-dir", default="",
@@ -102,7 +107,8 @@ def serve(args) -> None:
             labels[label] = int(version)
         models = model_server_config(args.model_name, args.model_base_path, labels)
     overrides = {k: v for k, v in {"max_batch_size": args.max_batch_size, "max_message_bytes": args.max_message_bytes,
-                                   "poll_seconds": args.poll_seconds}.items() if v is not None}
+                                   "poll_seconds": args.poll_seconds, "intra_op_threads": args.intra_op_threads,
+                                   "inter_op_threads": args.inter_op_threads}.items() if v is not None}
     run_server(models, ServingConfig(host=args.host, grpc_port=args.port, rest_port=args.rest_port,
                                      enable_batching=args.enable_batching, tls_cert_file=args.tls_cert,
                                      tls_key_file=args.tls_key, request_log_dir=args.request_log_dir,

@@ -31,6 +31,12 @@ def array_dtype(array: np.ndarray) -> tf.DType:
     return dtype
 
 
+def session_config(options) -> config_pb2.ConfigProto:
+    """The TF session options of every loaded version, from the server's `ServingConfig`."""
+    return config_pb2.ConfigProto(intra_op_parallelism_threads=options.intra_op_threads,
+                                  inter_op_parallelism_threads=options.inter_op_threads)
+
+
 def _first_cause(message: str) -> str:
     """The line of a TF error that says what went wrong, not "Graph execution error:"."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]

@@ -13,7 +13,6 @@ import threading
 from concurrent import futures
 
 import grpc
-import tensorflow as tf
 from absl import logging
 from grpc_health.v1 import health, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -25,6 +24,7 @@ from mtrec.serving.batching import Batcher
 from mtrec.serving.grpc_service import NOT_SERVING, SERVING, ModelService, PredictionService
 from mtrec.serving.manager import ModelManager
 from mtrec.serving.request_log import RequestLogger
+from mtrec.serving.servable import session_config
 
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
@@ -33,8 +33,7 @@ class ModelServer:
     def __init__(self, models: model_server_config_pb2.ModelServerConfig, options: ServingConfig = ServingConfig(),
                  on_event=logging.info):
         self.options = options
-        session = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=options.intra_op_threads,
-                                           inter_op_parallelism_threads=options.inter_op_threads)
+        session = session_config(options)
         self.batcher = Batcher(options.max_batch_size, options.batch_threads) if options.enable_batching else None
         self.manager = ModelManager(models, options.poll_seconds, session, options.max_batch_size, self.batcher, on_event)
         self.grpc_port = self.rest_port = None

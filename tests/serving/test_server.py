@@ -229,6 +229,35 @@ def test_batching_merges_concurrent_requests_without_changing_answers_or_sharing
     assert merged > 0  # some requests shared a session call
 
 
+def test_ops_run_in_the_calling_thread_with_the_same_answers(pushed):
+    """`inter_op_threads=-1` (`mtrec serve --inter-op-threads -1`): concurrent requests each run in
+    their own gRPC worker and get the answers of the default thread pool."""
+    base, _, logs = pushed
+    rows = user_rows(logs, 8)
+    answers = {}
+    for threads in (2, -1):
+        server = start_local(base, inter_op_threads=threads)
+        try:
+            def send(i, out):
+                with ServingClient(f"127.0.0.1:{server.grpc_port}", MODEL, timeout=60.0) as client:
+                    out[i] = [float(client.predict(rows[i])["click"][0]) for _ in range(5)]
+
+            out = {}
+            workers = [threading.Thread(target=send, args=(i, out)) for i in range(len(rows))]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join(timeout=120)
+            answers[threads] = out
+        finally:
+            server.stop()
+    assert sorted(answers[-1]) == list(range(len(rows)))
+    for i in range(len(rows)):
+        assert max(abs(a - answers[2][i][0]) for a in answers[-1][i] + answers[2][i]) < 1e-6, (i, answers)
+    with pytest.raises(ValueError, match="inter_op_threads"):
+        ServingConfig(inter_op_threads=-2)
+
+
 def _self_signed(directory):
     """A certificate for 127.0.0.1 and its key, as PEM files."""
     import datetime
