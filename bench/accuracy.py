@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from sklearn.metrics import roc_auc_score
 
-from mtrec.config import ARCHITECTURES, BINARY, SYNTHETIC_TEXT_FIELDS, WEIGHTINGS, PipelineConfig
+from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig, default_synthetic_text
 from mtrec.models.multitask import example_weight
 from mtrec.pipeline import runner
 from mtrec.pipeline.datasets import dataset, record_accessor
@@ -166,12 +166,10 @@ def main(argv=None) -> int:
     if args.from_run:
         with open(os.path.join(work_dir, runner.SUMMARY_FILE)) as f:
             summary = json.load(f)
-    if "fields" not in raw.get("text", {}):  # as `mtrec run`: the run's text, or the synthetic log's
-        if summary is not None:
-            raw.setdefault("text", {})["fields"] = {table: used["fields"] for table, used in
-                                                    summary.get("text", {}).get("tables", {}).items()}
-        elif PipelineConfig.from_dict(raw).data.source == "synthetic":
-            raw.setdefault("text", {})["fields"] = dict(SYNTHETIC_TEXT_FIELDS)
+    if summary is not None and "fields" not in raw.get("text", {}):  # as `mtrec run` did
+        raw.setdefault("text", {})["fields"] = {table: used["fields"] for table, used in
+                                                summary.get("text", {}).get("tables", {}).items()}
+    default_synthetic_text(raw, raw)
     # With single-task baselines, so the run summary also says where multi-task learning helps.
     base = PipelineConfig.from_dict({**raw, "baselines": True})
     if args.epochs:

@@ -2,7 +2,9 @@
 
 The same spec, GenericExecutor and `run_fn` contract as `tfx.components.Trainer`; the executor
 hands the `text_embeddings` artifact's URI to `run_fn` as `fn_args.custom_config["text_embeddings"]`,
-so the model can carry the catalogue's vectors (looked up by id inside the served graph).
+so the model can carry the catalogue's vectors (looked up by id inside the served graph). On a
+daily log it also hands over each span's train files (`train_files_by_span`), from the spans our
+Transform keeps on its outputs, so a warm-started day can train on the newest spans only.
 """
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
-from tfx.utils import json_utils
+from tfx.utils import io_utils, json_utils
 
+from mtrec.components.spans import artifact_span
 from mtrec.components.text_embedder import TextEmbeddings
 
 TEXT_EMBEDDINGS = "text_embeddings"
 SPAN = "span"  # custom_config key and Model property: the newest span a daily run trained on
+TRAIN_FILES_BY_SPAN = "train_files_by_span"  # custom_config key: {span: train file patterns}
 
 
 class TrainerSpec(standard_component_specs.TrainerSpec):
@@ -30,9 +34,16 @@ class TrainerSpec(standard_component_specs.TrainerSpec):
 class Executor(trainer_executor.GenericExecutor):
     def _GetFnArgs(self, input_dict, output_dict, exec_properties):
         fn_args = super()._GetFnArgs(input_dict, output_dict, exec_properties)
+        custom = dict(fn_args.custom_config or {})
         if input_dict.get(TEXT_EMBEDDINGS):
-            fn_args.custom_config = {**(fn_args.custom_config or {}),
-                                     TEXT_EMBEDDINGS: artifact_utils.get_single_uri(input_dict[TEXT_EMBEDDINGS])}
+            custom[TEXT_EMBEDDINGS] = artifact_utils.get_single_uri(input_dict[TEXT_EMBEDDINGS])
+        if SPAN in custom:
+            by_span = {}
+            for examples in input_dict[standard_component_specs.EXAMPLES_KEY]:
+                by_span.setdefault(str(artifact_span(examples)), []).extend(
+                    io_utils.all_files_pattern(uri) for uri in artifact_utils.get_split_uris([examples], "train"))
+            custom[TRAIN_FILES_BY_SPAN] = by_span
+        fn_args.custom_config = custom
         return fn_args
 
     def Do(self, input_dict, output_dict, exec_properties):

@@ -22,8 +22,8 @@ import traceback
 from typing import List, Optional
 
 import mtrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, SYNTHETIC_TEXT_FIELDS, WEIGHTINGS,
-                          ConfigError, PipelineConfig, dataset_preset)
+from mtrec.config import (ARCHITECTURES, DATASETS, ORCHESTRATORS, PROTOCOLS, WEIGHTINGS,
+                          ConfigError, PipelineConfig, dataset_preset, default_synthetic_text)
 from mtrec.data.synthetic import DAILY_TASTE_DRIFT, LAYOUTS
 from mtrec.reporting.table import format_summary
 from mtrec.serving import commands as serving_commands
@@ -246,8 +246,7 @@ def load_config(args) -> PipelineConfig:
         raw["orchestrator"] = args.orchestrator
     if args.beam_args:
         raw["beam_args"] = args.beam_args
-    if raw["data"]["source"] == "synthetic" and "fields" not in (from_file.get("text") or {}):
-        raw["text"]["fields"] = dict(SYNTHETIC_TEXT_FIELDS)  # the generated log's text, unless the file says
+    default_synthetic_text(raw, from_file)  # the generated log's text, unless the file says
     return PipelineConfig.from_dict(raw)
 
 

@@ -309,6 +309,10 @@ class TrainingConfig:
         one (a one-off run trains from scratch, and a rerun reuses its cache): its dense layers as they
         were, its id embeddings row by row through both runs' vocabularies (a known id keeps its
         vector, a new id gets a fresh row, a dropped id goes); a model of another shape starts fresh.
+      warm_start_spans: a warm-started day trains on the newest this many spans of its window, the
+        days its base model has not seen; 0 (default): the whole window, as a cold start always
+        does. Early stopping still watches the whole window's eval split. 1 cuts the fit to 0.3-0.4
+        of a cold start's, at some accuracy (bench/README, Continuous training).
       id_dropout: share of training examples whose each vocabulary id feature (features.ids) is
         read as an id never seen, so the OOV rows learn what to predict for a new item or user
         from its other features and text (DropoutNet); 0: no training example reaches them.
@@ -328,6 +332,7 @@ class TrainingConfig:
     cache: str = "auto"
     id_dropout: float = 0.3
     warm_start: bool = True
+    warm_start_spans: int = 0
     backup_dir: str = ""
 
 
@@ -454,6 +459,8 @@ class PipelineConfig:
         _check(training.batch_size >= 1, "training.batch_size", training.batch_size, "must be >= 1")
         _check(0.0 <= training.id_dropout < 1.0, "training.id_dropout", training.id_dropout, "must be in [0, 1)")
         _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
+        _check(training.warm_start_spans >= 0, "training.warm_start_spans", training.warm_start_spans,
+               "must be >= 0 (0: the whole window)")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
         _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,
@@ -631,6 +638,14 @@ def dataset_preset(dataset: str, path: str = "", protocol: str = "") -> dict:
         preset["data"]["split_seed"] = 42
         preset["protocol"] = "tfrs"
     return preset
+
+
+def default_synthetic_text(raw: dict, given: dict) -> None:
+    """Sets the synthetic log's text fields in `raw` (a config dict) when it reads that log and
+    `given` (the user's own settings) names no `text.fields`: `mtrec run`'s default, and the benches'."""
+    if (raw.get("data") or {}).get("source", DataConfig.source) == "synthetic" and \
+            "fields" not in (given.get("text") or {}):
+        raw.setdefault("text", {})["fields"] = dict(SYNTHETIC_TEXT_FIELDS)
 
 
 def _check(ok, key: str, value, problem: str) -> None:

@@ -45,13 +45,15 @@ from mtrec.components import spans
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.components.text_embedder import TextEmbedder
 from mtrec.components.trainer import SPAN, Trainer
+from mtrec.components.transform import Transform
 from mtrec.config import REVIEWS, PipelineConfig
 from mtrec.pipeline.evaluation import eval_config
 
 PREPROCESSING_FN = "mtrec.pipeline.preprocessing.preprocessing_fn"
 RUN_FN = "mtrec.pipeline.training.run_fn"
 # The code each runs, by module: what their cache keys hash (packages hash every file under them).
-TRANSFORM_CODE = ("mtrec.pipeline.preprocessing", "mtrec.config", "mtrec.task_types", "mtrec.transformed")
+TRANSFORM_CODE = ("mtrec.pipeline.preprocessing", "mtrec.config", "mtrec.task_types", "mtrec.transformed",
+                  "mtrec.components.transform")
 TRAINER_CODE = TRANSFORM_CODE + ("mtrec.models", "mtrec.pipeline.training", "mtrec.pipeline.datasets",
                                  "mtrec.components.trainer", "mtrec.components.text_embedder",
                                  "mtrec.pipeline.export", "mtrec.pipeline.retrieval", "mtrec.pipeline.distribution",
@@ -143,17 +145,17 @@ def code_fingerprint(modules) -> str:
 
 
 def transform_component(config: PipelineConfig, examples, schema):
-    return tfx.components.Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
-                                    # the test split is for the test Evaluator, which reads raw examples
-                                    splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
-                                    # StatisticsGen has the raw data's statistics; TFDV again on the raw
-                                    # and transformed data would cost more than Transform itself
-                                    disable_statistics=True,
-                                    # the analyzer cache pays only when a later run feeds it back (per-span
-                                    # analysis of a rolling window); unread, its writes cost a quarter of Transform
-                                    disable_analyzer_cache=True,
-                                    custom_config={"config": config.transform_json(),
-                                                   "code": code_fingerprint(TRANSFORM_CODE)})
+    return Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+                     # the test split is for the test Evaluator, which reads raw examples
+                     splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+                     # StatisticsGen has the raw data's statistics; TFDV again on the raw
+                     # and transformed data would cost more than Transform itself
+                     disable_statistics=True,
+                     # the analyzer cache pays only when a later run feeds it back (per-span
+                     # analysis of a rolling window); unread, its writes cost a quarter of Transform
+                     disable_analyzer_cache=True,
+                     custom_config={"config": config.transform_json(),
+                                    "code": code_fingerprint(TRANSFORM_CODE)})
 
 
 def _source(config: PipelineConfig, paths: PipelinePaths) -> str:

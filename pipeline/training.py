@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,7 @@ import tf_keras as keras
 from absl import logging
 
 from mtrec.components.text_embedder import read_embeddings, read_reviews
-from mtrec.components.trainer import TEXT_EMBEDDINGS
+from mtrec.components.trainer import TEXT_EMBEDDINGS, TRAIN_FILES_BY_SPAN
 from mtrec.config import RETRIEVAL, REVIEWS, TEXT_TABLES, PipelineConfig, TaskConfig
 from mtrec.models.layers import ReviewTable, TextTables
 from mtrec.models.multitask import MultiTaskModel, WeightingCallback, build_multitask_model, build_network
@@ -164,15 +164,18 @@ def fit(model: MultiTaskModel, config: PipelineConfig, train_data, eval_data, lo
 def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], log_dir: Optional[str],
           item_probability: Optional[np.ndarray] = None, strategy: Optional[tf.distribute.Strategy] = None,
           backup: Optional[str] = None, name: str = "", text: Optional[TextTables] = None,
-          initialize: Optional[Callable[[keras.Model], Dict]] = None) -> Tuple[keras.Model, Dict]:
+          initialize: Optional[Callable[[keras.Model], Dict]] = None,
+          warm_train_data: Optional[Callable[[], tf.data.Dataset]] = None) -> Tuple[keras.Model, Dict]:
     """Builds and fits the configured model; returns the network and its training log (`fit`).
-    `initialize` sets the built network's weights before training (warm start) and says how."""
+    `initialize` sets the built network's weights before training (warm start) and says how; when
+    it did, the model trains on `warm_train_data()` (the newest spans) if given."""
     strategy = strategy or tf.distribute.get_strategy()
     model = build(config, sizes, strategy, item_probability, text)
     started = initialize(model.network) if initialize else None
-    log = fit(model, config, train_data, eval_data, log_dir, strategy, backup, name)
+    warm = bool(started and started.get("warm_start") and warm_train_data)
+    log = fit(model, config, warm_train_data() if warm else train_data, eval_data, log_dir, strategy, backup, name)
     if started is not None:
-        log["warm_start"] = started
+        log["warm_start"] = {**started, "newest_spans_only": warm} if started.get("warm_start") else started
     return model.network, log
 
 
@@ -205,6 +208,15 @@ def _write_json(directory: str, name: str, value) -> None:
     tf.io.gfile.makedirs(directory)
     with tf.io.gfile.GFile(os.path.join(directory, name), "w") as f:
         f.write(json.dumps(value, indent=1))
+
+
+def newest_train_files(custom_config: Dict, spans: int) -> List[str]:
+    """The train files of the newest `spans` spans of a daily run's window (the Trainer's
+    `train_files_by_span`); [] when that is the whole window, or not a daily run, or `spans` is 0."""
+    by_span = custom_config.get(TRAIN_FILES_BY_SPAN) or {}
+    if not spans or len(by_span) <= spans:
+        return []
+    return [pattern for span in sorted(by_span, key=int)[-spans:] for pattern in by_span[span]]
 
 
 def run_fn(fn_args) -> None:
@@ -248,9 +260,11 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
         networks, logs = train_single_task(config, train_data, eval_data, sizes, log_dir, probability, strategy,
                                            backup, text)
     else:
+        newest = newest_train_files(fn_args.custom_config, config.training.warm_start_spans)
         network, log = train(config, train_data, eval_data, sizes, log_dir(""), probability, strategy, backup(""),
                              text=text, initialize=lambda net: warm_start.restore(net, fn_args.base_model, tft_output,
-                                                                                  config))
+                                                                                  config),
+                             warm_train_data=(lambda: make(newest, True)) if newest else None)
         networks, logs = {"": network}, {"": log}
     retrieval_logs = {}
     items = item_table(train_data.concatenate(eval_data), item_features(next(iter(networks.values())))) \

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("daily")
 DAYS = [synthetic.day_name(d) for d in range(3)]
 CONFIG = """
 text: {fields: {}}
-training: {epochs: 2, batch_size: 512}
+training: {epochs: 2, batch_size: 512, warm_start_spans: 1}
 slices: []
 tasks:
   - {name: click, gate: {bound: null, tolerance: 1.0}}
@@ -107,6 +107,7 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     assert [m.custom_properties["span"].int_value for m in models] == [spans.span_number(d) for d in DAYS[:2]]
     report = daily.summaries[1]["training"]["warm_start"]
     assert report["warm_start"] and report["from"].startswith(models[0].uri) and report["copied"] > 0
+    assert report["newest_spans_only"]  # warm_start_spans 1: trained on the second day's examples only
     assert report["embeddings"]["item_id"]["new"] > 0 and report["embeddings"]["item_id"]["known"] > 50
     # Before training: the second day's network, built as its Trainer built it, then restored.
     graphs = sorted(daily.store.get_artifacts_by_type("TransformGraph"), key=lambda a: a.id)
@@ -130,6 +131,22 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     np.testing.assert_array_equal(table[new_vocab.index(new)], fresh[new_vocab.index(new)])
     oov = slice(len(new_vocab), len(new_vocab) + daily.config.features.oov_buckets)
     np.testing.assert_array_equal(table[oov], old_table[len(old_vocab):])  # the OOV buckets keep theirs
+
+
+def test_transformed_examples_keep_the_span_they_came_from(daily):
+    """What lets a warm-started day train on its newest span: Transform's output i, from input i."""
+    transform = sorted(_executions(daily.store, "Transform"))[1]  # the second day's: two spans
+    events = daily.store.get_events_by_execution_ids([transform])
+    inputs = {ev.path.steps[1].index: ev.artifact_id for ev in events
+              if ev.type == metadata_store_pb2.Event.INPUT and ev.path.steps[0].key == "examples"}
+    outputs = daily.store.get_artifacts_by_id([ev.artifact_id for ev in events
+                                               if ev.type == metadata_store_pb2.Event.OUTPUT
+                                               and ev.path.steps[0].key == "transformed_examples"])
+    assert len(inputs) == len(outputs) == 2
+    for transformed in outputs:
+        [source] = daily.store.get_artifacts_by_id([inputs[int(os.path.basename(transformed.uri.rstrip("/")))]])
+        assert transformed.properties["span"].int_value == source.properties["span"].int_value
+    assert sorted(t.properties["span"].int_value for t in outputs) == [spans.span_number(d) for d in DAYS[:2]]
 
 
 def test_a_sharply_shifted_day_stops_before_transform_naming_the_feature(daily):

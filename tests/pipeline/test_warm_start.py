@@ -1,8 +1,19 @@
 """Warm start's row remapping: an id both vocabularies hold keeps its row, a new id its fresh row,
-a dropped id goes, the OOV buckets keep theirs."""
+a dropped id goes, the OOV buckets keep theirs. And the files a warm start trains on: the newest
+spans' (numbers, not names: span 10 is newer than span 9)."""
 import numpy as np
 
+from mtrec.components.trainer import TRAIN_FILES_BY_SPAN
+from mtrec.pipeline.training import newest_train_files
 from mtrec.pipeline.warm_start import remap_rows
+
+
+def test_a_warm_start_trains_on_the_newest_spans_files():
+    config = {TRAIN_FILES_BY_SPAN: {"9": ["t/9/*"], "10": ["t/10/a*", "t/10/b*"], "8": ["t/8/*"]}}
+    assert newest_train_files(config, 1) == ["t/10/a*", "t/10/b*"]
+    assert newest_train_files(config, 2) == ["t/9/*", "t/10/a*", "t/10/b*"]
+    assert newest_train_files(config, 3) == newest_train_files(config, 0) == []  # the whole window
+    assert newest_train_files({}, 1) == []  # not a daily run
 
 
 def test_rows_follow_their_ids_through_both_vocabularies():
