@@ -86,6 +86,11 @@ def score(network, eval_data, config: PipelineConfig, trained_items: Optional[in
     return result
 
 
+def part_of(task_metrics: dict, part: str) -> dict:
+    """A task's metrics on all eval impressions (`all`) or on the cold-start slice (`cold`)."""
+    return task_metrics if part == "all" else task_metrics.get("cold", {})
+
+
 def text_effect(results, oracle_cold) -> dict:
     """{task: {metric, all, cold, cold_gap_closed}}: text's mean change (with - without, over the
     seeds both were trained with) in AUC (RMSE for regression) on all eval impressions and on the
@@ -100,7 +105,7 @@ def text_effect(results, oracle_cold) -> dict:
         entry = {"metric": metric, "seeds": len(pairs)}
         for part in ("all", "cold"):
             def pick(metrics):
-                return (metrics if part == "all" else metrics.get("cold", {})).get(metric)
+                return part_of(metrics, part).get(metric)
             deltas = [pick(p[True][task]) - pick(p[False][task]) for p in pairs
                       if pick(p[True][task]) is not None and pick(p[False][task]) is not None]
             if deltas:  # none where a slice holds one class only
@@ -209,12 +214,11 @@ def main(argv=None) -> int:
                              vocab_sizes(config, tft_output), log_dir=None, text=text if uses_text else None)
         seconds = time.time() - started
         tasks = score(network, eval_data, config, trained_items)
-        for name, auc in oracle.items():
-            if "auc" in tasks[name]:
-                tasks[name].update(oracle_auc=auc, gap=auc - tasks[name]["auc"])
-        for name, auc in oracle_cold.items():
-            if "auc" in tasks[name].get("cold", {}):
-                tasks[name]["cold"].update(oracle_auc=auc, gap=auc - tasks[name]["cold"]["auc"])
+        for part, oracles in (("all", oracle), ("cold", oracle_cold)):
+            for name, auc in oracles.items():
+                metrics = part_of(tasks[name], part)
+                if "auc" in metrics:
+                    metrics.update(oracle_auc=auc, gap=auc - metrics["auc"])
         results.append({"architecture": architecture, "weighting": weighting, "seed": seed, "text": uses_text,
                         "epochs": log["epochs"], "train_s": round(seconds, 1), "tasks": tasks,
                         "task_weights": log["task_weights"][-1]})
