@@ -173,6 +173,9 @@ class TextTables:
     projection_dim: int = 16
     match: bool = True
     reviews: Optional[ReviewTable] = None
+    # {id feature: its OOV rows}: ids there whose index is past the vocabulary take their embedding
+    # from their text (`UnknownIdsFromText`); empty: from their OOV row.
+    oov_buckets: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def only(self, id_features) -> "TextTables":
         """The tables of these id features (a two-tower model's tower sees its own side; reviews,
@@ -243,10 +246,38 @@ class ReviewVectors(keras.layers.Layer):
         return {**super().get_config(), "items": self.items, "counts": self.counts, "dimension": self.dimension}
 
 
+@keras.utils.register_keras_serializable(package="mtrec")
+class UnknownIdsFromText(keras.layers.Layer):
+    """DropoutNet (Volkovs et al., NeurIPS 2017): an id past the vocabulary (a new item, or one id
+    dropout hid in training) gets, in place of its OOV row, a learned map of its text vector into
+    the id embeddings' space, so everything after the embeddings reads a new item's text as it
+    reads a known item's id. The map learns from the ids id dropout hides.
+
+    Inputs: the fused embeddings [batch, features * dimension], the id feature [batch, 1] (its
+    rows are at `position`) and its text vectors [batch, d]. Output: the embeddings, that id's
+    replaced where it is unknown (index >= `known`).
+    """
+
+    def __init__(self, known: int, position: int, dimension: int, **kwargs):
+        super().__init__(**kwargs)
+        self.known, self.position, self.dimension = int(known), int(position), int(dimension)
+        self.map = keras.layers.Dense(self.dimension, name="map")
+
+    def call(self, inputs):
+        embedded, ids, vectors = inputs
+        start, end = self.position * self.dimension, (self.position + 1) * self.dimension
+        unknown = tf.reshape(tf.cast(ids, tf.int64), [-1, 1]) >= self.known
+        own = tf.where(unknown, tf.cast(self.map(vectors), embedded.dtype), embedded[:, start:end])
+        return tf.concat([embedded[:, :start], own, embedded[:, end:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "known": self.known, "position": self.position, "dimension": self.dimension}
+
+
 def text_inputs(text: Optional[TextTables]):
-    """Inputs (raw ids as strings, review counts) and dense parts for the text vectors: each
-    table's vectors and the items' review vectors through a learned projection, and the cosine of
-    the user's and the item's vectors."""
+    """Inputs (raw ids as strings, review counts), dense parts and the vectors by id feature for
+    the text tables: each table's vectors and the items' review vectors through a learned
+    projection, and the cosine of the user's and the item's vectors."""
     inputs, parts, vectors = {}, [], {}
     for id_feature, (ids, table) in sorted((text.vectors if text else {}).items()):
         key = text_key_name(id_feature)
@@ -263,7 +294,7 @@ def text_inputs(text: Optional[TextTables]):
         vector = ReviewVectors(reviews.items, reviews.counts, reviews.vectors.shape[1], reviews,
                                name="item_reviews_text")([inputs[key], inputs[REVIEWS_BEFORE]])
         parts.append(keras.layers.Dense(text.projection_dim, name="item_reviews_text_projection")(vector))
-    return inputs, parts
+    return inputs, parts, vectors
 
 
 @keras.utils.register_keras_serializable(package="mtrec")
@@ -309,15 +340,21 @@ def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_di
         are one `FusedEmbedding` named `embeddings`.
       numeric: float features, already normalised by Transform.
       embedding_l2: L2 penalty on the embedding tables: shrinks rarely seen ids toward zero.
-      text: text vectors by id feature (`text_inputs`), or None.
+      text: text vectors by id feature (`text_inputs`), or None; with `text.oov_buckets`, an
+        unknown id's embedding comes from its text (`UnknownIdsFromText`).
     Returns:
       (inputs dict of [batch, 1] tensors, [batch, d] float tensor).
     """
-    inputs, parts = text_inputs(text)
+    inputs, parts, vectors = text_inputs(text)
     if vocab_sizes:
         ids = {name: keras.Input(shape=(1,), dtype=tf.int64, name=name) for name in sorted(vocab_sizes)}
         inputs.update(ids)
-        parts.append(FusedEmbedding(vocab_sizes, embedding_dim, embedding_l2, name="embeddings")(ids))
+        embedded = FusedEmbedding(vocab_sizes, embedding_dim, embedding_l2, name="embeddings")(ids)
+        for name, oov in sorted((text.oov_buckets if text else {}).items()):
+            if name in ids and name in vectors:
+                embedded = UnknownIdsFromText(vocab_sizes[name] - oov, sorted(vocab_sizes).index(name), embedding_dim,
+                                              name=f"{name}_unknown_from_text")([embedded, ids[name], vectors[name]])
+        parts.append(embedded)
     for name in sorted(numeric):
         inputs[name] = keras.Input(shape=(1,), dtype=tf.float32, name=name)
         parts.append(inputs[name])

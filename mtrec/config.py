@@ -157,6 +157,12 @@ class TextConfig:
         architecture shares them among tasks.
       match: also the cosine of the user's and the item's text vectors (when both tables have
         text; not in two-tower models, whose towers see one side each).
+      unknown_ids_from_text: tables (`items`, `users`) whose ids outside the vocabulary (new
+        ones, or those `training.id_dropout` hides in training) are embedded by a learned map of
+        their text vector (DropoutNet) instead of their OOV row, so what the model learned of
+        known ids' embeddings reads a new item's text. Default `[items]`: with `users` too, the
+        default log's cold-item click lost what the items' map gained. Without id dropout the map
+        stays untrained, as the OOV rows would.
       reduce_dim: 0 keeps the encoder's vectors (384 floats); N > 0 stores their projection on the
         catalogue's top N principal directions (one basis for every table, uncentred, so the
         user-item cosine keeps its meaning): a served table N/384 the size.
@@ -170,6 +176,7 @@ class TextConfig:
     batch_size: int = 64
     projection_dim: int = 16
     match: bool = True
+    unknown_ids_from_text: List[str] = field(default_factory=lambda: ["items"])
     reduce_dim: int = 0
     ablation: bool = False
 
@@ -313,6 +320,10 @@ class TrainingConfig:
         days its base model has not seen; 0 (default): the whole window, as a cold start always
         does. Early stopping still watches the whole window's eval split. 1 cuts the fit to 0.3-0.4
         of a cold start's, at some accuracy (bench/README, Continuous training).
+      warm_start_patience: early stopping's patience when the Trainer did start from a blessed
+        model. A warm start begins at or near its best: on the 7-day bench its best epoch was the
+        first (the second on one day), so the cold `patience` of 2 spent two more epochs confirming
+        it; 1 confirms it in one, keeping the same best weights in those runs.
       id_dropout: share of training examples whose each vocabulary id feature (features.ids) is
         read as an id never seen, so the OOV rows learn what to predict for a new item or user
         from its other features and text (DropoutNet); 0: no training example reaches them.
@@ -332,6 +343,7 @@ class TrainingConfig:
     cache: str = "auto"
     id_dropout: float = 0.3
     warm_start: bool = True
+    warm_start_patience: int = 1
     warm_start_spans: int = 0
     backup_dir: str = ""
 
@@ -461,6 +473,8 @@ class PipelineConfig:
         _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
         _check(training.warm_start_spans >= 0, "training.warm_start_spans", training.warm_start_spans,
                "must be >= 0 (0: the whole window)")
+        _check(min(training.patience, training.warm_start_patience) >= 0, "training.patience",
+               (training.patience, training.warm_start_patience), "patience and warm_start_patience must be >= 0")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
         _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,
@@ -513,6 +527,9 @@ class PipelineConfig:
                "needs the side tables of an event log (data.source synthetic, events or movielens-100k)")
         _check(not text.ablation or text.fields, "text.ablation", text.ablation,
                "compares a model with text features and one without: it needs text.fields")
+        for table in text.unknown_ids_from_text:
+            _check(table in TEXT_TABLES, "text.unknown_ids_from_text", table,
+                   f"tables with ids are {sorted(TEXT_TABLES)}")
         _check(text.reduce_dim >= 0, "text.reduce_dim", text.reduce_dim, "must be 0 (no reduction) or a dimension")
         _check(1 <= text.max_length <= 512 and text.batch_size >= 1 and text.projection_dim >= 1, "text",
                (text.max_length, text.batch_size, text.projection_dim),
@@ -570,10 +587,13 @@ class PipelineConfig:
                            "text": self._text_inputs()}, sort_keys=True)
 
     def _text_inputs(self) -> dict:
-        """The text settings the model depends on (the encoder's are the TextEmbedder's)."""
+        """The text settings the model depends on (the encoder's are the TextEmbedder's; none
+        without text fields, so a text setting does not retrain a model without text)."""
         text = self.text
+        if not text.fields:
+            return {}
         return {"fields": text.fields, "projection_dim": text.projection_dim, "match": text.match,
-                "reduce_dim": text.reduce_dim}
+                "unknown_ids_from_text": text.unknown_ids_from_text, "reduce_dim": text.reduce_dim}
 
     def transform_json(self) -> str:
         """Only what Transform reads (features and label keys): a new architecture, weighting or

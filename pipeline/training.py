@@ -76,7 +76,11 @@ def text_tables(config: PipelineConfig, uri: Optional[str]) -> Optional[TextTabl
         vectors = {name: (ids, table_vectors @ basis) for name, (ids, table_vectors) in vectors.items()}
         if reviews:
             reviews = dataclasses.replace(reviews, vectors=reviews.vectors @ basis)
-    return TextTables(vectors, config.text.projection_dim, config.text.match, reviews)
+    # Only vocabulary ids have OOV rows to stand in for (a hashed id's bucket is all it has).
+    from_text = [TEXT_TABLES[table] for table in config.text.unknown_ids_from_text]
+    oov_buckets = {name: config.features.oov_buckets for name in from_text
+                   if name in vectors and name in config.features.vocabulary and config.features.oov_buckets}
+    return TextTables(vectors, config.text.projection_dim, config.text.match, reviews, oov_buckets)
 
 
 def principal_directions(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -155,6 +159,7 @@ def fit(model: MultiTaskModel, config: PipelineConfig, train_data, eval_data, lo
             "strategy": config.training.strategy, "replicas": strategy.num_replicas_in_sync,
             "mixed_precision": config.training.mixed_precision or "float32",
             "epochs": len(history.epoch), "first_epoch": history.epoch[0] if history.epoch else None,
+            "patience": config.training.patience,
             "fit_seconds": seconds,
             "task_weights": weights.history,
             "eval": {k: float(v) for k, v in final.items()},
@@ -173,6 +178,9 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
     model = build(config, sizes, strategy, item_probability, text)
     started = initialize(model.network) if initialize else None
     warm = bool(started and started.get("warm_start") and warm_train_data)
+    if started and started.get("warm_start"):  # it starts near its best: confirm that in fewer epochs
+        config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, patience=config.training.warm_start_patience))
     log = fit(model, config, warm_train_data() if warm else train_data, eval_data, log_dir, strategy, backup, name)
     if started is not None:
         log["warm_start"] = {**started, "newest_spans_only": warm} if started.get("warm_start") else started

@@ -266,7 +266,8 @@ def summarize(metadata_path: str, config: PipelineConfig, data_dir: Optional[str
         summary["text"] = {**text, "uri": get("TextEmbedder", "embeddings").uri}
     training = _read_json(get("Trainer", "model_run"), TRAINING_LOG)
     if training is not None:
-        summary["training"] = {k: training.get(k) for k in ("architecture", "weighting", "epochs", "fit_seconds")}
+        summary["training"] = {k: training.get(k)
+                               for k in ("architecture", "weighting", "epochs", "patience", "fit_seconds")}
         summary["training"]["warm_start"] = training.get("warm_start", {"warm_start": False})
         summary["task_weights"] = training["task_weights"]
     if config.data.span and statistics is not None:

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.core.protobuf import saved_model_pb2
 
 from mtrec.components.text_embedder import SEPARATOR, embed_tables, read_embeddings, read_reviews, text_of
-from mtrec.models.layers import ReviewTable, ReviewVectors, TextVectors
+from mtrec.models.layers import FusedEmbedding, ReviewTable, ReviewVectors, TextVectors, UnknownIdsFromText
 from mtrec.text.minilm import SentenceEncoder
 from tests.conftest import SMALL_RUN
 
@@ -113,6 +113,23 @@ def test_ids_without_a_vector_get_the_learned_default():
     assert [w.name.split("/")[-1] for w in layer.trainable_weights] == ["default:0"]  # the vectors stay frozen
 
 
+def test_an_id_past_the_vocabulary_is_embedded_from_its_text_and_the_others_keep_their_rows():
+    # item_id: 3 vocabulary ids, then 2 OOV rows; its rows come after device's (sorted names).
+    fused = FusedEmbedding({"device": 2, "item_id": 5}, dimension=4)
+    ids = {"device": tf.constant([[1], [0], [1], [0]], tf.int64),
+           "item_id": tf.constant([[0], [3], [2], [4]], tf.int64)}
+    vectors = tf.constant(np.random.default_rng(0).normal(size=(4, 6)), tf.float32)
+    layer = UnknownIdsFromText(known=3, position=1, dimension=4)
+    embedded = fused(ids)
+    out = layer([embedded, ids["item_id"], vectors]).numpy()
+    mapped = layer.map(vectors).numpy()
+    np.testing.assert_array_equal(out[:, :4], embedded[:, :4])  # device: untouched
+    np.testing.assert_array_equal(out[[0, 2], 4:], embedded.numpy()[[0, 2], 4:])  # known items: their rows
+    np.testing.assert_allclose(out[[1, 3], 4:], mapped[[1, 3]])  # OOV items: their text, mapped
+    assert not np.allclose(out[[1, 3], 4:], embedded.numpy()[[1, 3], 4:])
+    assert UnknownIdsFromText.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
 @SMALL_RUN
 def test_the_pushed_model_looks_text_vectors_up_by_id_with_core_ops_only(small_run):
     """Stock TF Serving runs the model: every op in every graph and function is a core TensorFlow
@@ -133,6 +150,8 @@ def test_the_pushed_model_looks_text_vectors_up_by_id_with_core_ops_only(small_r
               for name, _ in tf.train.list_variables(checkpoint) if "/table/" in name]
     embeddings, written = read_embeddings(text["uri"]), read_reviews(text["uri"])
     assert len(tables) == len(embeddings) + 1 == 3  # items, users and the items' reviews
+    maps = [shape for name, shape in tf.train.list_variables(checkpoint) if "/map/kernel/" in name]
+    assert maps == [[384, 16]]  # new items' text into the id embeddings (`text.unknown_ids_from_text`)
     for _, vectors in embeddings.values():  # row 0 stands for an id not in the catalogue
         assert any(t.shape == (len(vectors) + 1, 384) and np.array_equal(t[1:], vectors) for t in tables)
     reviews = ReviewTable.from_reviews(written["items"], written["has_text"], written["vectors"])
