@@ -8,7 +8,7 @@ config's `beam_args` (or `--beam-args`), sampling the resident memory of that pr
 children (Beam's workers included) every 0.2 s, and the peak within each component's run. Component
 times come from MLMD. Writes JSON with
 time(largest)/time(smallest) against the size ratio, and a chart beside it.
-Goals: time(2M)/time(1M) <= 2.1; peak RSS <= 4 GB.
+Goals (the speed issue's): time(2M)/time(1M) <= 2.05; peak RSS <= 2.5 GB at 2M.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import psutil
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-GOALS = {"time_ratio_2x_size": 2.1, "peak_rss_gb": 4.0}
+GOALS = {"time_ratio_2x_size": 2.05, "peak_rss_gb": 2.5}
 STAGES = ("LogExampleGen", "ImportSchemaGen", "Transform")
 
 

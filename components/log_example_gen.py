@@ -229,11 +229,15 @@ def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
     return out
 
 
+def _hash_bucket(key: str, buckets: int) -> int:
+    """A stable bucket of `key` in 0..buckets-1 (the same on every worker and run)."""
+    return int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % buckets
+
+
 def hash_split(impression_id: str, eval_percent: int, seed: int = 0, test_percent: int = 0) -> int:
     """1 (eval) for `eval_percent`% of impression ids by hash, 2 (test) for the next `test_percent`%,
     else 0 (train); another `seed` draws another split."""
-    key = f"{seed}/{impression_id}" if seed else impression_id
-    bucket = int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % 100
+    bucket = _hash_bucket(f"{seed}/{impression_id}" if seed else impression_id, 100)
     return 1 if bucket < eval_percent else 2 if bucket < eval_percent + test_percent else 0
 
 
@@ -250,6 +254,12 @@ def _split_index(example, num_partitions, split, eval_days, eval_percent, last_d
 
 def split_names(split: str, test_days: int, test_percent: int) -> list:
     return list(SPLITS) if (test_days if split == "time" else test_percent) else list(SPLITS[:2])
+
+
+# Impressions are grouped, joined and written in this many slices (by a hash of their id), each a
+# branch of the pipeline: Beam's in-memory runner hands a stage its whole input at once, in several
+# copies, so a slice's stages hold a share of the log (bench/README, Pipeline scale).
+SLICES = 8
 
 
 def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split: str, eval_days: int,
@@ -278,28 +288,37 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
     users = table("users", ev.parse_user, "user_id")
     items = table("items", ev.parse_item, "item_id")
     events = read("events", ev.parse_event, "impression_id")
-    joined = (events | "GroupByImpression" >> beam.GroupByKey()
-              | "Join" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
-    dead.append(joined.dead)
-    reviews = joined.ok | "Reviews" >> beam.FlatMap(review_row)
-    review_times = (reviews | "ReviewTimes" >> beam.Map(lambda r: (r["item_id"], r["ts"]))
-                    | "ByItem" >> beam.GroupByKey() | "Sorted" >> beam.MapTuple(lambda item, ts: (item, sorted(ts))))
-    examples = joined.ok | "ReviewsBefore" >> beam.Map(_with_reviews_before, beam.pvalue.AsDict(review_times))
+    # One branch per slice (SLICES), written as it is joined: no shuffle before the write (the
+    # Trainer shuffles; a Reshuffle held every serialized example at once).
+    slices = events | "Slice" >> beam.Partition(lambda keyed, n: _hash_bucket(keyed[0], n), SLICES)
+    joined = []
+    for k, events_k in enumerate(slices):
+        part = (events_k | f"GroupByImpression{k}" >> beam.GroupByKey()
+                | f"Join{k}" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
+        dead.append(part.dead)
+        joined.append(part.ok)
+    reviews = ([j | f"Reviews{k}" >> beam.FlatMap(review_row) for k, j in enumerate(joined)]
+               | "AllReviews" >> beam.Flatten())
+    review_times = beam.pvalue.AsDict(
+        reviews | "ReviewTimes" >> beam.Map(lambda r: (r["item_id"], r["ts"]))
+        | "ByItem" >> beam.GroupByKey() | "Sorted" >> beam.MapTuple(lambda item, ts: (item, sorted(ts))))
     if reviews_uri:
         (reviews | "ReviewLines" >> beam.Map(json.dumps)
          | "WriteReviews" >> beam.io.WriteToText(os.path.join(reviews_uri, REVIEWS_FILE), file_name_suffix=".jsonl"))
 
     last_day = 0
     if split == "time":
-        last_day = beam.pvalue.AsSingleton(examples | "Day" >> beam.Map(lambda e: ev.day_of(e["ts"]))
-                                           | "LastDay" >> beam.CombineGlobally(max).without_defaults())
-    parts = examples | "Split" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
-                                                split_seed, test_days, test_percent)
-    for name, part in zip(split_names(split, test_days, test_percent), parts):
-        (part | f"ToExample{name}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
-         | f"Shuffle{name}" >> beam.Reshuffle()
-         | f"Write{name}" >> beam.io.WriteToTFRecord(os.path.join(examples_uri, f"Split-{name}", "data_tfrecord"),
-                                                     file_name_suffix=".gz"))
+        last_day = beam.pvalue.AsSingleton(
+            [j | f"Day{k}" >> beam.Map(lambda e: ev.day_of(e["ts"])) for k, j in enumerate(joined)]
+            | "Days" >> beam.Flatten() | "LastDay" >> beam.CombineGlobally(max).without_defaults())
+    for k, joined_k in enumerate(joined):
+        parts = (joined_k | f"ReviewsBefore{k}" >> beam.Map(_with_reviews_before, review_times)
+                 | f"Split{k}" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
+                                                 split_seed, test_days, test_percent))
+        for name, part in zip(split_names(split, test_days, test_percent), parts):
+            (part | f"ToExample{name}{k}" >> beam.Map(lambda e: to_tf_example(e).SerializeToString())
+             | f"Write{name}{k}" >> beam.io.WriteToTFRecord(
+                 os.path.join(examples_uri, f"Split-{name}", f"data_tfrecord-{k}"), file_name_suffix=".gz"))
     (dead | "AllDead" >> beam.Flatten()
      | "WriteDead" >> beam.io.WriteToText(os.path.join(dead_letter_uri, "dead_letter"), file_name_suffix=".jsonl"))
 
