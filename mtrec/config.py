@@ -473,8 +473,8 @@ class PipelineConfig:
         _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
         _check(training.warm_start_spans >= 0, "training.warm_start_spans", training.warm_start_spans,
                "must be >= 0 (0: the whole window)")
-        _check(min(training.patience, training.warm_start_patience) >= 0, "training.patience",
-               (training.patience, training.warm_start_patience), "patience and warm_start_patience must be >= 0")
+        for name in ("patience", "warm_start_patience"):
+            _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
         _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,

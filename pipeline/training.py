@@ -177,13 +177,15 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
     strategy = strategy or tf.distribute.get_strategy()
     model = build(config, sizes, strategy, item_probability, text)
     started = initialize(model.network) if initialize else None
-    warm = bool(started and started.get("warm_start") and warm_train_data)
-    if started and started.get("warm_start"):  # it starts near its best: confirm that in fewer epochs
+    warm = bool(started and started.get("warm_start"))
+    newest_only = warm and warm_train_data is not None
+    if warm:  # it starts near its best: confirm that in fewer epochs
         config = dataclasses.replace(config, training=dataclasses.replace(
             config.training, patience=config.training.warm_start_patience))
-    log = fit(model, config, warm_train_data() if warm else train_data, eval_data, log_dir, strategy, backup, name)
+    log = fit(model, config, warm_train_data() if newest_only else train_data, eval_data, log_dir, strategy, backup,
+              name)
     if started is not None:
-        log["warm_start"] = {**started, "newest_spans_only": warm} if started.get("warm_start") else started
+        log["warm_start"] = {**started, "newest_spans_only": newest_only} if warm else started
     return model.network, log
 
 

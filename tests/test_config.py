@@ -48,7 +48,7 @@ def test_yaml_overrides_and_fills_task_defaults(tmp_path):
     ("training: {steps_per_execution: 0}\n", "training.steps_per_execution"),
     ("kubeflow: {trainer_gpus: two}\n", "kubeflow.trainer_gpus"),
     ("text: {unknown_ids_from_text: [reviews]}\n", "text.unknown_ids_from_text"),
-    ("training: {warm_start_patience: -1}\n", "training.patience"),
+    ("training: {warm_start_patience: -1}\n", "training.warm_start_patience"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, named):
     path = tmp_path / "config.yaml"
