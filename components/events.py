@@ -17,6 +17,11 @@ RESPONSES = ("click", "like", "purchase", "dwell", "rating", "review")
 POST_CLICK = ("like", "purchase", "dwell", "review")
 # What `join_impression` returns beside features and labels: bookkeeping, never written as a feature.
 NON_FEATURES = ("lines", "review")
+# The features and labels of `join_impression`'s example, in its order (`log_example_gen` holds
+# examples as tuples of these values: the names once, not in each of millions of examples).
+EXAMPLE_FIELDS = ("impression_id", "ts", "user_id", "item_id", "position", "device", "page", "hour", "age_bucket",
+                  "region", "user_tenure_days", "category", "price", "title", "click", "like", "purchase", "dwell",
+                  "rating", "review_positive")
 REVIEW_POSITIVE_STARS = 4  # a review of this many stars or more is positive (`review_positive`)
 EVENT_TYPES = (IMPRESSION,) + RESPONSES
 

@@ -157,41 +157,58 @@ class _Decode:
         return ev.decode_json(line)
 
 
-class _ParseLines(beam.DoFn):
-    """Parses lines with `parse`; good records go out as (key, (record, line)), bad ones to `dead`."""
+class _Parser:
+    """Line -> validated record of one table (picklable for Beam)."""
 
-    def __init__(self, source: str, decode: _Decode, parse, key_field: str):
-        self.source, self.decode, self.parse, self.key_field = source, decode, parse, key_field
+    def __init__(self, decode: _Decode, parse):
+        self.decode, self.parse = decode, parse
+
+    def __call__(self, line: str) -> dict:
+        return self.parse(self.decode(line), self.decode.input_format == "csv")
+
+
+class _KeyLines(beam.DoFn):
+    """Validates lines; good ones go out as (key, line), bad ones to `dead`.
+
+    Only the line goes through the group: a refusal after it (a duplicate, an orphan response)
+    needs the line untouched, and a str is the smallest payload the in-memory runner can hold (a
+    parsed record beside it tripled what every grouped event cost). It is parsed again after."""
+
+    def __init__(self, source: str, parser: _Parser, key_field: str):
+        self.source, self.parser, self.key_field = source, parser, key_field
         self.lines = Metrics.counter(NAMESPACE, f"input_lines.{source}")
 
     def process(self, line: str):
         self.lines.inc()
         try:
-            record = self.parse(self.decode(line), self.decode.input_format == "csv")
+            record = self.parser(line)
         except ev.BadRecord as bad:
             yield _refuse(self.source, bad.reason, bad.detail, line)
             return
-        yield record[self.key_field], (record, line)
+        yield record[self.key_field], line
 
 
-def _first_row(source: str):
+def _first_row(source: str, parser: _Parser):
     """Keeps the first row of a side-table id; later rows are dead-lettered as duplicates."""
 
     def fn(keyed):
-        key, rows = keyed
-        rows = sorted(rows, key=lambda pair: pair[1])
-        for _, line in rows[1:]:
+        key, lines = keyed
+        lines = sorted(lines)
+        for line in lines[1:]:
             yield _refuse(source, "duplicate_record", f"second row for {key}", line)
         Metrics.counter(NAMESPACE, "accepted_lines").inc()
-        yield key, rows[0][0]
+        yield key, parser(lines[0])
 
     return fn
 
 
 class _Join(beam.DoFn):
+    def __init__(self, parser: _Parser):
+        self.parser = parser
+
     def process(self, keyed, users, items):
-        _, events = keyed
-        example, refused = ev.join_impression(events, users, items)
+        _, lines = keyed
+        example, refused = ev.join_impression([(self.parser(line), line) for line in lines], users, items)
         for reason, detail, line in refused:
             yield _refuse("events", reason, detail, line)
         if example is not None:
@@ -208,8 +225,16 @@ def review_row(example: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [{"impression_id": example["impression_id"], "item_id": example["item_id"], "ts": ts, "text": text}]
 
 
-def _with_reviews_before(example, review_times):
-    return {**example, REVIEWS_BEFORE: ev.reviews_before(example, review_times)}
+def _pack(example: Dict[str, Any]) -> tuple:
+    """The example's features and labels as a tuple (ev.EXAMPLE_FIELDS): what the runner holds of
+    every example while the reviews of all are counted, less than half a dict's encoded size."""
+    return tuple(example[name] for name in ev.EXAMPLE_FIELDS)
+
+
+def _unpack_with_reviews_before(values: tuple, review_times) -> Dict[str, Any]:
+    example = dict(zip(ev.EXAMPLE_FIELDS, values))
+    example[REVIEWS_BEFORE] = ev.reviews_before(example, review_times)
+    return example
 
 
 def to_tf_example(example: Dict[str, Any]) -> tf.train.Example:
@@ -271,30 +296,33 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
         header = {t: _csv_header(input_files(input_base, t, "csv")) for t in TABLES}
     dead = []
 
-    def read(table, parse, key_field):
+    def read(table, parser, key_field):
         pattern = input_files(input_base, table, input_format)
         lines = p | f"Read{table}" >> beam.io.ReadFromText(pattern, skip_header_lines=int(input_format == "csv"))
-        parsed = lines | f"Parse{table}" >> beam.ParDo(
-            _ParseLines(table, _Decode(input_format, header.get(table)), parse, key_field)).with_outputs("dead", main="ok")
-        dead.append(parsed.dead)
-        return parsed.ok
+        keyed = lines | f"Parse{table}" >> beam.ParDo(_KeyLines(table, parser, key_field)).with_outputs("dead", main="ok")
+        dead.append(keyed.dead)
+        return keyed.ok
+
+    def parser(table, parse):
+        return _Parser(_Decode(input_format, header.get(table)), parse)
 
     def table(name, parse, key_field):
-        rows = (read(name, parse, key_field) | f"Group{name}" >> beam.GroupByKey()
-                | f"Dedup{name}" >> beam.FlatMap(_first_row(name)).with_outputs("dead", main="ok"))
+        rows = (read(name, parser(name, parse), key_field) | f"Group{name}" >> beam.GroupByKey()
+                | f"Dedup{name}" >> beam.FlatMap(_first_row(name, parser(name, parse))).with_outputs("dead", main="ok"))
         dead.append(rows.dead)
         return beam.pvalue.AsDict(rows.ok)
 
     users = table("users", ev.parse_user, "user_id")
     items = table("items", ev.parse_item, "item_id")
-    events = read("events", ev.parse_event, "impression_id")
+    events_parser = parser("events", ev.parse_event)
+    events = read("events", events_parser, "impression_id")
     # One branch per slice (SLICES), written as it is joined: no shuffle before the write (the
     # Trainer shuffles; a Reshuffle held every serialized example at once).
     slices = events | "Slice" >> beam.Partition(lambda keyed, n: _hash_bucket(keyed[0], n), SLICES)
     joined = []
     for k, events_k in enumerate(slices):
         part = (events_k | f"GroupByImpression{k}" >> beam.GroupByKey()
-                | f"Join{k}" >> beam.ParDo(_Join(), users=users, items=items).with_outputs("dead", main="ok"))
+                | f"Join{k}" >> beam.ParDo(_Join(events_parser), users=users, items=items).with_outputs("dead", main="ok"))
         dead.append(part.dead)
         joined.append(part.ok)
     reviews = ([j | f"Reviews{k}" >> beam.FlatMap(review_row) for k, j in enumerate(joined)]
@@ -312,7 +340,8 @@ def build_ingestion(p: beam.Pipeline, input_base: str, input_format: str, split:
             [j | f"Day{k}" >> beam.Map(lambda e: ev.day_of(e["ts"])) for k, j in enumerate(joined)]
             | "Days" >> beam.Flatten() | "LastDay" >> beam.CombineGlobally(max).without_defaults())
     for k, joined_k in enumerate(joined):
-        parts = (joined_k | f"ReviewsBefore{k}" >> beam.Map(_with_reviews_before, review_times)
+        parts = (joined_k | f"Pack{k}" >> beam.Map(_pack)
+                 | f"ReviewsBefore{k}" >> beam.Map(_unpack_with_reviews_before, review_times)
                  | f"Split{k}" >> beam.Partition(_split_index, len(SPLITS), split, eval_days, eval_percent, last_day,
                                                  split_seed, test_days, test_percent))
         for name, part in zip(split_names(split, test_days, test_percent), parts):

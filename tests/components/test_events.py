@@ -85,6 +85,8 @@ def test_join_builds_entire_space_labels_and_features():
     assert example["click"] == 1 and example["like"] == 1 and example["purchase"] == 0
     assert example["dwell"] == 15.0 and example["lines"] == 4
     assert example["user_tenure_days"] == 5 and example["category"] == "news" and example["hour"] == 0
+    # LogExampleGen carries examples as tuples of EXAMPLE_FIELDS: a field left out there is lost
+    assert [k for k in example if k not in ev.NON_FEATURES] == list(ev.EXAMPLE_FIELDS)
 
 
 def test_a_review_labels_its_impression_and_is_kept_apart_from_the_features():
