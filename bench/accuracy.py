@@ -39,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 
 from mtrec.config import ARCHITECTURES, BINARY, WEIGHTINGS, PipelineConfig, default_synthetic_text
 from mtrec.models.multitask import example_weight
-from mtrec.pipeline import runner
+from mtrec.pipeline import distribution, runner
 from mtrec.pipeline.datasets import dataset, record_accessor
 from mtrec.pipeline.training import text_tables, train, vocab_sizes
 from mtrec.reporting.summary import latest_run_outputs
@@ -177,6 +177,7 @@ def main(argv=None) -> int:
     default_synthetic_text(raw, raw)
     # With single-task baselines, so the run summary also says where multi-task learning helps.
     base = PipelineConfig.from_dict({**raw, "baselines": True})
+    distribution.configure_threads(base.training)  # as the Trainer does, before TensorFlow starts
     if args.epochs:
         base.training.epochs = args.epochs
     if summary is None:

@@ -17,6 +17,10 @@ measures each setting on its own (batch size, steps_per_execution, XLA, input pi
 so the JSON says what each bought; the configured fit streamed from the files instead of
 `training.cache`'s memory, with and without TFXIO's parallel reads, parsing and prefetch; and the
 configured fit without the DCN cross layer, the network DeepCTR's MMOE has.
+Threads: the process sizes TensorFlow's pools as the Trainer does (`training.intra_op_threads`,
+`inter_op_threads`), so these figures share them; `deepctr_tf_defaults` is DeepCTR as its users
+run it, in a child process at TensorFlow's default pools, and `mtrec fit, configured, TF's
+default threads` our fit the same way (what the Trainer's setting buys).
 Goals: >= 2x DeepCTR; >= 0.9 of the raw train_step rate.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import glob
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -43,6 +48,7 @@ from tfx.components.trainer.fn_args_utils import DataAccessor  # noqa: E402
 from mtrec.config import BINARY, PipelineConfig  # noqa: E402
 from mtrec.models.multitask import build_multitask_model  # noqa: E402
 from mtrec.transformed import bucket_name  # noqa: E402
+from mtrec.pipeline import distribution  # noqa: E402
 from mtrec.pipeline.datasets import dataset, record_accessor  # noqa: E402
 from mtrec.pipeline.training import vocab_sizes  # noqa: E402
 
@@ -163,18 +169,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="training steps per measurement")
     parser.add_argument("--warmup", type=float, default=0.25, help="share of steps not counted")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every measurement; the best counts")
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--out", help="JSON file to write")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # a child's one figure, printed
+    parser.add_argument("--tf-default-threads", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.only and not args.out:
+        parser.error("--out is required")
+    config = PipelineConfig()
+    if not args.tf_default_threads:
+        distribution.configure_threads(config.training)  # as the Trainer does, before TensorFlow starts
 
     files, graph = transform_output(os.path.abspath(args.work_dir))
     tft_output = tft.TFTransformOutput(graph)
-    config = PipelineConfig()
     config.model.architecture = "mmoe"
     sizes = vocab_sizes(config, tft_output)
     training = config.training
     batch, spe, jit = training.batch_size, training.steps_per_execution, training.jit_compile
-    print(f"MMoE, batch {batch}, steps_per_execution {spe}, jit_compile {jit}; {args.steps} steps per figure",
-          file=sys.stderr)
+    if not args.only:
+        print(f"MMoE, batch {batch}, steps_per_execution {spe}, jit_compile {jit}, threads per op "
+              f"{training.intra_op_threads}; {args.steps} steps per figure", file=sys.stderr)
 
     # Every setting on its own against the plainest Trainer; then, round after round, the
     # headline figures side by side. The best round counts (the machine is shared and noisy).
@@ -199,13 +212,26 @@ def main() -> None:
                     lambda: mtrec_fit(streamed, files, tft_output, sizes, args.steps, args.warmup),
                 "mtrec fit, configured, streamed, sequential input (1 reader, 1 parser, no prefetch)":
                     lambda: mtrec_fit(streamed, files, tft_output, sizes, args.steps, args.warmup, sequential=True)}
+    if args.only:
+        print(json.dumps({"examples_per_s": measures[args.only]()}))
+        return
+
+    def at_tf_default_threads(name):
+        """`name` measured in a child process whose TensorFlow keeps its default thread pools."""
+        command = [sys.executable, os.path.abspath(__file__), "--work-dir", args.work_dir, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--only", name, "--tf-default-threads"]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])["examples_per_s"]
+
+    measures["deepctr_tf_defaults"] = lambda: at_tf_default_threads("deepctr")
+    measures["mtrec fit, configured, TF's default threads"] = lambda: at_tf_default_threads("mtrec")
     rounds = {name: [] for name in measures}
     for round_ in range(args.rounds):
         for name, measure in measures.items():
             rounds[name].append(round(measure()))
             print(f"  round {round_ + 1}, {name}: {rounds[name][-1]:,} examples/s", file=sys.stderr)
     best = {name: max(values) for name, values in rounds.items()}
-    ours, raw, deepctr = best["mtrec"], best["raw_step"], best["deepctr"]
+    ours, raw, deepctr, deepctr_defaults = best["mtrec"], best["raw_step"], best["deepctr"], best["deepctr_tf_defaults"]
     settings = {name[len("mtrec fit, "):]: best[name] for name in best if name.startswith("mtrec fit, ")}
 
     results = {
@@ -214,10 +240,12 @@ def main() -> None:
                   "num_experts": config.model.num_experts, "expert_units": config.model.expert_units,
                   "tower_units": config.model.tower_units, "tasks": [t.name for t in config.tasks],
                   "batch_size": batch, "steps_per_execution": spe, "jit_compile": jit},
+        "threads": {"intra_op": training.intra_op_threads, "inter_op": training.inter_op_threads},
         "steps": args.steps, "warmup_share": args.warmup,
         "mtrec_examples_per_s": round(ours), "raw_step_examples_per_s": round(raw),
-        "deepctr_examples_per_s": round(deepctr),
-        "mtrec_vs_deepctr": round(ours / deepctr, 2), "mtrec_vs_raw_step": round(ours / raw, 2),
+        "deepctr_examples_per_s": round(deepctr), "deepctr_tf_defaults_examples_per_s": round(deepctr_defaults),
+        "mtrec_vs_deepctr": round(ours / deepctr_defaults, 2),
+        "mtrec_vs_deepctr_same_threads": round(ours / deepctr, 2), "mtrec_vs_raw_step": round(ours / raw, 2),
         "mtrec_without_cross_vs_deepctr": round(settings["configured, without the cross layer (DeepCTR's network)"]
                                                 / deepctr, 2),
         "settings_examples_per_s": settings, "rounds": rounds, "goals": GOALS}

@@ -304,6 +304,10 @@ class TrainingConfig:
         `multi_worker_mirrored` (the cluster in TF_CONFIG); see `mtrec.pipeline.distribution`.
       logical_cpu_devices: split the CPU into this many devices before TensorFlow starts (0: no),
         so `mirrored` can run without GPUs.
+      intra_op_threads, inter_op_threads: TensorFlow's thread pools, set before it starts (0: its
+        default, a thread per core). One thread per op (default) with ops in parallel: a batch of
+        256 through our layers is many small kernels, which a second thread per op slows more than
+        it helps (the raw train step 1.5x faster on 2 cores: bench/README, Training throughput).
       mixed_precision: "" (float32), `mixed_float16` (GPUs, with loss scaling) or `mixed_bfloat16`.
       steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
         results; callbacks still see every epoch). 1 under multi_worker_mirrored.
@@ -337,6 +341,8 @@ class TrainingConfig:
     seed: int = 0
     strategy: str = "default"
     logical_cpu_devices: int = 0
+    intra_op_threads: int = 1
+    inter_op_threads: int = 0
     mixed_precision: str = ""
     steps_per_execution: int = 32
     jit_compile: bool = False
@@ -477,8 +483,8 @@ class PipelineConfig:
             _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
-        _check(training.logical_cpu_devices >= 0, "training.logical_cpu_devices", training.logical_cpu_devices,
-               "must be >= 0")
+        for name in ("logical_cpu_devices", "intra_op_threads", "inter_op_threads"):
+            _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(self.protocol in PROTOCOLS, "protocol", self.protocol, f"must be one of {PROTOCOLS}")
         _check(self.gate_against in GATE_BASELINES, "gate_against", self.gate_against, f"must be one of {GATE_BASELINES}")
         _check(self.gate_against != "single_task" or self.baselines, "gate_against", self.gate_against,

@@ -48,6 +48,24 @@ def configure_logical_cpus(count: int) -> None:
             "mtrec.pipeline.distribution.configure_logical_cpus first.") from e
 
 
+def configure_threads(training: TrainingConfig) -> None:
+    """Sizes TensorFlow's thread pools (`training.intra_op_threads`, `inter_op_threads`). They are
+    fixed once TensorFlow's runtime starts: set too late (another library started it first), the
+    pools stay as they are, which is slower but not wrong, so it warns and goes on."""
+    threading = tf.config.threading
+    try:
+        if training.intra_op_threads:  # 0 leaves TensorFlow's default
+            threading.set_intra_op_parallelism_threads(training.intra_op_threads)
+        if training.inter_op_threads:
+            threading.set_inter_op_parallelism_threads(training.inter_op_threads)
+    except RuntimeError:
+        logging.warning("training.intra_op_threads=%d, inter_op_threads=%d not applied: TensorFlow started "
+                        "before with %d and %d; `mtrec run` sets them first, elsewhere call "
+                        "mtrec.pipeline.distribution.configure_threads first", training.intra_op_threads,
+                        training.inter_op_threads, threading.get_intra_op_parallelism_threads(),
+                        threading.get_inter_op_parallelism_threads())
+
+
 def cluster() -> dict:
     """TF_CONFIG as a dict ({} when not in a cluster)."""
     return json.loads(os.environ.get("TF_CONFIG") or "{}")

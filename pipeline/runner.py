@@ -105,6 +105,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     work_dir = os.path.abspath(work_dir)
     # Before any component touches TensorFlow: LocalDagRunner runs them all in this process.
     distribution.configure_logical_cpus(config.training.logical_cpu_devices)
+    distribution.configure_threads(config.training)
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
         data_dir = synthetic_data_dir(config, work_dir)

@@ -235,6 +235,7 @@ def run_fn(fn_args) -> None:
     config = PipelineConfig.from_json(fn_args.custom_config["config"])
     # Devices and collectives first: both must be set up before TensorFlow's runtime starts.
     distribution.configure_logical_cpus(config.training.logical_cpu_devices)
+    distribution.configure_threads(config.training)
     strategy = distribution.make_strategy(config.training)
     if config.training.strategy == "multi_worker_mirrored" and config.training.steps_per_execution > 1:
         # Several steps per call need every worker to know how many batches its shard holds;
