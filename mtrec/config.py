@@ -308,6 +308,8 @@ class TrainingConfig:
         default, a thread per core). One thread per op (default) with ops in parallel: a batch of
         256 through our layers is many small kernels, which a second thread per op slows more than
         it helps (the raw train step 1.5x faster on 2 cores: bench/README, Training throughput).
+        The pools are the process's: under `mtrec run` the TextEmbedder's encoder shares them and
+        encodes about a third slower; 0 and 0 give every component TensorFlow's defaults.
       mixed_precision: "" (float32), `mixed_float16` (GPUs, with loss scaling) or `mixed_bfloat16`.
       steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
         results; callbacks still see every epoch). 1 under multi_worker_mirrored.
