@@ -481,12 +481,11 @@ class PipelineConfig:
         _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
         _check(training.warm_start_spans >= 0, "training.warm_start_spans", training.warm_start_spans,
                "must be >= 0 (0: the whole window)")
-        for name in ("patience", "warm_start_patience"):
+        for name in ("patience", "warm_start_patience", "logical_cpu_devices", "intra_op_threads",
+                     "inter_op_threads"):
             _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")
-        for name in ("logical_cpu_devices", "intra_op_threads", "inter_op_threads"):
-            _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(self.protocol in PROTOCOLS, "protocol", self.protocol, f"must be one of {PROTOCOLS}")
         _check(self.gate_against in GATE_BASELINES, "gate_against", self.gate_against, f"must be one of {GATE_BASELINES}")
         _check(self.gate_against != "single_task" or self.baselines, "gate_against", self.gate_against,

@@ -43,8 +43,8 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     if columns is not None:
-        # Nothing to tune in slices of memory, and tf.data's autotuner runs on the 2 cores the
-        # step needs: without it the cached fit ran 214-220k examples/s against 141-208k.
+        # Nothing to tune in rows of memory, and tf.data's autotuner would run on the cores the
+        # step needs (its gain to the fit is inside this machine's noise: bench/README).
         options.autotune.enabled = False
         return data.prefetch(2).with_options(options)
     return data.prefetch(tf.data.AUTOTUNE).with_options(options)
