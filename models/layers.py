@@ -349,10 +349,11 @@ def feature_inputs(vocab_sizes: Dict[str, int], numeric: List[str], embedding_di
     if vocab_sizes:
         ids = {name: keras.Input(shape=(1,), dtype=tf.int64, name=name) for name in sorted(vocab_sizes)}
         inputs.update(ids)
-        embedded = FusedEmbedding(vocab_sizes, embedding_dim, embedding_l2, name="embeddings")(ids)
+        fused = FusedEmbedding(vocab_sizes, embedding_dim, embedding_l2, name="embeddings")
+        embedded = fused(ids)
         for name, oov in sorted((text.oov_buckets if text else {}).items()):
             if name in ids and name in vectors:
-                embedded = UnknownIdsFromText(vocab_sizes[name] - oov, sorted(vocab_sizes).index(name), embedding_dim,
+                embedded = UnknownIdsFromText(vocab_sizes[name] - oov, fused.names.index(name), embedding_dim,
                                               name=f"{name}_unknown_from_text")([embedded, ids[name], vectors[name]])
         parts.append(embedded)
     for name in sorted(numeric):
