@@ -59,7 +59,7 @@ def _glorot_per_slice(fan_in: int, fan_out: int) -> keras.initializers.Initializ
 class StackedDense(keras.layers.Layer):
     """`count` Dense layers of one width as one batched matmul: the experts of MMoE and PLE, a
     level's gates, the task towers. At recommender sizes a Dense costs its kernel launches and its
-    optimizer update more than its flops, so one einsum over stacked weights replaces `count` of each.
+    optimizer update more than its flops, so one product over stacked weights replaces `count` of each.
 
     Input [batch, d], which every layer reads, or [batch, count, d], one slice each; output
     [batch, count, units]. Layer k is `activation(x_k @ kernel[k] + bias[k])`.
@@ -80,7 +80,7 @@ class StackedDense(keras.layers.Layer):
 
     def call(self, x):
         # As matmuls, not the einsums they are ("bd,kdu->bku", "bkd,kdu->bku"): oneDNN's einsum
-        # took 10% (shared input) and 40% (one slice each) longer at our sizes (bench/README).
+        # took 11% (shared input) and 60% (one slice each) longer at our sizes (bench/README).
         if x.shape.rank == 2:  # one [d, count * units] product for all
             width = self.kernel.shape[1]
             side_by_side = tf.reshape(tf.transpose(self.kernel, [1, 0, 2]), [width, self.count * self.units])
