@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import random
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from mtrec.cli import main as cli
 from mtrec.text import minilm
 from mtrec.text.embed import dead_letter_path
-from mtrec.text.wordpiece import WordPieceTokenizer
+from mtrec.text.wordpiece import WordPieceTokenizer, normalize, split_words, words
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "text", "minilm_reference.json")
 pytestmark = [pytest.mark.skipif(not os.path.exists(REFERENCE), reason=f"no reference embeddings at {REFERENCE}"),
@@ -64,6 +65,16 @@ def test_tokenizer_edge_cases(encoders):
     assert len(long) == 64 and long[-1] == vocab["[SEP]"]
     with pytest.raises(ValueError, match="max_length=1"):
         WordPieceTokenizer(os.path.join(minilm.default_encoder_path(), "vocab.txt"), max_length=1)
+
+
+def test_ascii_text_takes_a_shorter_road_to_the_same_words():
+    """`words` splits ASCII text with a regex, not the loop over characters: every ASCII character,
+    controls and punctuation included, must land where the general road puts it."""
+    rng = random.Random(0)
+    alphabet = [chr(code) for code in range(128)] + ["Word", "ab", "  "] * 20
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert words(text) == split_words(normalize(text)), repr(text)
 
 
 def test_missing_or_different_weights_are_refused_by_name(tmp_path):
