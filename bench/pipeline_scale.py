@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import psutil
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+from bench import machine  # noqa: E402
+
 GOALS = {"time_ratio_2x_size": 2.05, "peak_rss_gb": 2.5}
 STAGES = ("LogExampleGen", "ImportSchemaGen", "Transform")
 
@@ -148,7 +149,7 @@ def main() -> None:
     runs = [measure(n, os.path.abspath(args.work_dir), beam_args) for n in sorted(args.impressions)]
     small, large = runs[0], runs[-1]
     results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine.describe(),
         "beam_args": beam_args, "runs": runs, "goals": GOALS,
         "time_ratio": round(large["ingest_transform_s"] / small["ingest_transform_s"], 3),
         "size_ratio": round(large["impressions"] / small["impressions"], 3),

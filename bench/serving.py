@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ import grpc  # noqa: E402
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench import machine  # noqa: E402
 from mtrec.config import ServingConfig  # noqa: E402
 from mtrec.serving.client import ServingClient, to_example  # noqa: E402
 from mtrec.serving.servable import Servable, session_config  # noqa: E402
@@ -226,8 +226,7 @@ def main(argv=None) -> dict:
                    for size in (1, 100)}
         loaded = tf.saved_model.load(path)
         servable = Servable(args.model_name, version, path, session_config(server_options))
-        results = {"model": path, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                              "tensorflow": tf.__version__}, "latency": {}}
+        results = {"model": path, "machine": {**machine.describe(), "tensorflow": tf.__version__}, "latency": {}}
         status_request = get_model_status_pb2.GetModelStatusRequest()
         status_request.model_spec.name = args.model_name
         results["latency"]["grpc_status_round_trip"] = percentiles(

@@ -32,6 +32,7 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench import machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         print(json.dumps({"in_beam": in_beam[-1]}), file=sys.stderr, flush=True)
     pytorch = side_by_side(texts, args.pytorch_python, args.side_by_side_rounds) if args.pytorch_python else None
     anchor = next((r for r in rows if r["batch_size"] == 32 and r["max_length"] == 64), None)
-    report = {"texts": args.texts, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+    report = {"texts": args.texts, "machine": machine.describe(), "tensorflow": tf.__version__,
               "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
               "results": rows, "in_beam": in_beam, "pytorch_anchor_texts_per_s": PYTORCH_ANCHOR_TEXTS_PER_S,

@@ -30,7 +30,6 @@ import dataclasses
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench import machine  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -235,7 +235,7 @@ def main() -> None:
     settings = {name[len("mtrec fit, "):]: best[name] for name in best if name.startswith("mtrec fit, ")}
 
     results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
+        "machine": {**machine.describe(), "tensorflow": tf.__version__},
         "model": {"architecture": "mmoe", "embedding_dim": config.model.embedding_dim,
                   "num_experts": config.model.num_experts, "expert_units": config.model.expert_units,
                   "tower_units": config.model.tower_units, "tasks": [t.name for t in config.tasks],
