@@ -100,8 +100,6 @@ def side_by_side(texts, python: str, rounds: int, batch_size: int = 32, max_leng
 
 
 def measure_in_beam(texts, batch_size: int, max_length: int) -> dict:
-    import tempfile
-
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
