@@ -56,10 +56,10 @@ TASK_TYPES = {
     BINARY: TaskType(
         activation="sigmoid", default_loss="binary_crossentropy", keras_metric="AUC", short="auc",
         gate_class="AUC", gate_metric="auc", higher_is_better=True,
-        # TFMA's own BinaryCrossEntropy, not Keras's BinaryCrossentropy: the same value, without a
-        # TensorFlow metric wrapped per slice; mtrec's CalibrationSummary: calibration, mean label and
-        # prediction and example count off AUC's histogram (`mtrec.pipeline.tfma_metrics`)
-        report_classes=("AUCPrecisionRecall", "BinaryCrossEntropy", "CalibrationSummary"),
+        # mtrec's BinaryLogLoss: TFMA's BinaryCrossEntropy (not Keras's, a TensorFlow metric wrapped per
+        # slice), reading each example's values directly; CalibrationSummary: calibration, mean label
+        # and prediction and example count off AUC's histogram (`mtrec.pipeline.tfma_metrics`)
+        report_classes=("AUCPrecisionRecall", "BinaryLogLoss", "CalibrationSummary"),
         report_names=("auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")),
     REGRESSION: TaskType(
         activation=None, default_loss="huber", keras_metric="RootMeanSquaredError", short="rmse",

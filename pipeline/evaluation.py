@@ -31,7 +31,7 @@ from mtrec.transformed import COLD_START, weight_name
 
 # Classes of metrics mtrec defines where TFMA would wrap a Keras metric: {class name: module}.
 OWN_METRICS = {name: tfma_metrics.__name__
-               for name in ("RootMeanSquaredError", "RegressionSummary", "CalibrationSummary")}
+               for name in ("RootMeanSquaredError", "RegressionSummary", "CalibrationSummary", "BinaryLogLoss")}
 
 
 def _metric(class_name: str, **kwargs) -> tfma.MetricConfig:

@@ -45,6 +45,13 @@ def test_a_binary_tasks_summary_equals_tfmas_mean_label_prediction_calibration_a
     assert ours[((), "example_count")] == frame.weight.sum()
 
 
+def test_a_binary_tasks_log_loss_equals_tfmas_binary_cross_entropy():
+    rng = np.random.default_rng(4)
+    predictions = rng.uniform(0.01, 0.99, size=3000)
+    frame = _frame((rng.uniform(size=3000) < predictions).astype(float), predictions, seed=5)
+    _assert_same(_metrics(frame, ["BinaryLogLoss"]), _metrics(frame, ["BinaryCrossEntropy"]), ["binary_crossentropy"])
+
+
 def test_a_regression_tasks_rmse_and_summary_equal_tfmas_from_one_pass():
     rng = np.random.default_rng(2)
     labels = rng.gamma(2.0, 10.0, size=3000)
@@ -69,6 +76,6 @@ def test_the_release_evaluator_passes_over_each_example_twice_per_binary_task_an
     combiners = {c for c in computations if isinstance(c, metric_types.MetricComputation)}
     per_output = {name: sorted(type(c.combiner).__name__ for c in combiners if c.keys[0].output_name == name)
                   for name in ("click", "like", "purchase", "dwell")}
-    assert per_output["click"] == ["_BinaryCrossEntropyCombiner", "_CalibrationHistogramCombiner"]
+    assert per_output["click"] == ["_CalibrationHistogramCombiner", "_LogLossCombiner"]
     assert per_output["dwell"] == ["_RegressionSumsCombiner"]
     assert len(combiners) == 4 * 2 + 1
