@@ -52,6 +52,37 @@ def test_a_binary_tasks_log_loss_equals_tfmas_binary_cross_entropy():
     _assert_same(_metrics(frame, ["BinaryLogLoss"]), _metrics(frame, ["BinaryCrossEntropy"]), ["binary_crossentropy"])
 
 
+def test_log_loss_reads_each_models_outputs_as_tfma_does():
+    """A daily run's Evaluator: predictions keyed by model, then output; labels and weights by output."""
+    from tensorflow_model_analysis.metrics import cross_entropy_metrics, metric_types
+
+    from mtrec.pipeline import tfma_metrics
+
+    rng = np.random.default_rng(6)
+    tasks = ("click", "like")
+    elements = [metric_types.StandardMetricInputs({
+        tfma.constants.LABELS_KEY: {t: np.array([float(rng.integers(2))]) for t in tasks},
+        tfma.constants.PREDICTIONS_KEY: {m: {t: np.array([rng.uniform(0.01, 0.99)], np.float32) for t in tasks}
+                                         for m in ("candidate", "baseline")},
+        tfma.constants.EXAMPLE_WEIGHTS_KEY: {t: np.array([rng.choice([0.0, 1.0, 2.5])], np.float32) for t in tasks}})
+        for _ in range(500)]
+    for model in ("candidate", "baseline"):
+        key = metric_types.MetricKey(name="binary_crossentropy", model_name=model, output_name="like",
+                                     example_weighted=True)
+        theirs = cross_entropy_metrics._BinaryCrossEntropyCombiner(
+            eval_config=None, model_name=model, output_name="like", metric_key=key, aggregation_type=None,
+            class_weights=None, example_weighted=True)
+        ours = tfma_metrics._LogLossCombiner(key, None, None, None, True)
+        assert ours._direct_values(elements[0]) is not None  # not TFMA's road, which would agree anyway
+        values = []
+        for combiner in (theirs, ours):
+            accumulator = combiner.create_accumulator()
+            for element in elements:
+                accumulator = combiner.add_input(accumulator, element)
+            values.append(combiner.extract_output(accumulator)[key])
+        assert values[1] == pytest.approx(values[0], rel=1e-6), model
+
+
 def test_a_regression_tasks_rmse_and_summary_equal_tfmas_from_one_pass():
     rng = np.random.default_rng(2)
     labels = rng.gamma(2.0, 10.0, size=3000)
