@@ -16,6 +16,7 @@ characters: 16 against 158 us a product title), and a word's pieces are remember
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Dict, List, Sequence, Tuple
@@ -29,7 +30,7 @@ UNKNOWN, START, END, PADDING = "[UNK]", "[CLS]", "[SEP]", "[PAD]"
 # ASCII's cases of the steps below: controls dropped, \t \n \r as spaces; punctuation as `_is_punctuation`
 _ASCII_NORMAL = {code: None for code in [*range(32), 127] if chr(code) not in "\t\n\r"} | {ord(c): " " for c in "\t\n\r"}
 _ASCII_WORDS = re.compile(r"[^ !-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
-WORD_CACHE_SIZE = 1 << 17  # words whose pieces are remembered (cleared when full)
+WORD_CACHE_SIZE = 1 << 17  # words whose pieces are remembered (the least recently used go first)
 
 _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
         (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
@@ -103,15 +104,7 @@ class WordPieceTokenizer:
             raise ValueError(f"{vocab_path}: not a BERT vocabulary, no {missing}")
         self.max_length = max_length
         self.unknown, self.start, self.end, self.padding = (self.vocab[t] for t in (UNKNOWN, START, END, PADDING))
-        self._known_words: Dict[str, List[int]] = {}
-
-    def _pieces(self, word: str) -> List[int]:
-        pieces = self._known_words.get(word)
-        if pieces is None:
-            if len(self._known_words) >= WORD_CACHE_SIZE:
-                self._known_words.clear()
-            pieces = self._known_words[word] = self._match(word)
-        return pieces
+        self._pieces = functools.lru_cache(maxsize=WORD_CACHE_SIZE)(self._match)
 
     def _match(self, word: str) -> List[int]:
         if len(word) > MAX_WORD_CHARS:

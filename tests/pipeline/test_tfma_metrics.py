@@ -72,7 +72,8 @@ def test_log_loss_reads_each_models_outputs_as_tfma_does():
         theirs = cross_entropy_metrics._BinaryCrossEntropyCombiner(
             eval_config=None, model_name=model, output_name="like", metric_key=key, aggregation_type=None,
             class_weights=None, example_weighted=True)
-        ours = tfma_metrics._LogLossCombiner(key, None, None, None, True)
+        ours = tfma_metrics._LogLossCombiner(eval_config=None, model_name=model, output_name="like", metric_key=key,
+                                             aggregation_type=None, class_weights=None, example_weighted=True)
         assert ours._direct_values(elements[0]) is not None  # not TFMA's road, which would agree anyway
         values = []
         for combiner in (theirs, ours):
@@ -81,6 +82,21 @@ def test_log_loss_reads_each_models_outputs_as_tfma_does():
                 accumulator = combiner.add_input(accumulator, element)
             values.append(combiner.extract_output(accumulator)[key])
         assert values[1] == pytest.approx(values[0], rel=1e-6), model
+
+
+def test_log_loss_merges_a_list_of_accumulators_counting_each_once():
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from mtrec.pipeline import tfma_metrics
+
+    combiner = tfma_metrics._LogLossCombiner(
+        eval_config=None, model_name="", output_name="", metric_key=metric_types.MetricKey(name="binary_crossentropy"),
+        aggregation_type=None, class_weights=None, example_weighted=False)
+    parts = [combiner.create_accumulator() for _ in range(2)]
+    parts[0].total_cross_entropy, parts[0].total_example_weights = 1.0, 1.0
+    parts[1].total_cross_entropy, parts[1].total_example_weights = 3.0, 1.0
+    merged = combiner.merge_accumulators(parts)
+    assert (merged.total_cross_entropy, merged.total_example_weights) == (4.0, 2.0)
 
 
 def test_a_regression_tasks_rmse_and_summary_equal_tfmas_from_one_pass():
