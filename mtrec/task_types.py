@@ -55,11 +55,13 @@ class TaskType:
 TASK_TYPES = {
     BINARY: TaskType(
         activation="sigmoid", default_loss="binary_crossentropy", keras_metric="AUC", short="auc",
-        gate_class="AUC", gate_metric="auc", higher_is_better=True,
-        # mtrec's BinaryLogLoss: TFMA's BinaryCrossEntropy (not Keras's, a TensorFlow metric wrapped per
-        # slice), reading each example's values directly; CalibrationSummary: calibration, mean label
-        # and prediction and example count off AUC's histogram (`mtrec.pipeline.tfma_metrics`)
-        report_classes=("AUCPrecisionRecall", "BinaryLogLoss", "CalibrationSummary"),
+        # mtrec's (`mtrec.pipeline.tfma_metrics`), TFMA's values and names: DirectAUC and
+        # DirectAUCPrecisionRecall are TFMA's AUC and PR-AUC on one histogram, BinaryLogLoss TFMA's
+        # BinaryCrossEntropy (not Keras's, a TensorFlow metric wrapped per slice), each reading an
+        # example's values directly; CalibrationSummary: calibration, mean label and prediction and
+        # example count off that histogram
+        gate_class="DirectAUC", gate_metric="auc", higher_is_better=True,
+        report_classes=("DirectAUCPrecisionRecall", "BinaryLogLoss", "CalibrationSummary"),
         report_names=("auc_precision_recall", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")),
     REGRESSION: TaskType(
         activation=None, default_loss="huber", keras_metric="RootMeanSquaredError", short="rmse",

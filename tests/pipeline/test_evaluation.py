@@ -21,15 +21,15 @@ def _thresholds(config, **kwargs):
 
 def test_the_release_gate_checks_each_task_against_its_bound_and_tolerance():
     gates = _thresholds(PipelineConfig())
-    assert gates[("click", "AUC")] == (0.6, -0.02)
-    assert gates[("like", "AUC")] == (0.55, -0.02)
+    assert gates[("click", "DirectAUC")] == (0.6, -0.02)
+    assert gates[("like", "DirectAUC")] == (0.55, -0.02)
     assert gates[("dwell", "RootMeanSquaredError")] == (60.0, 1.0)
 
 
 def test_a_report_only_evaluator_has_thresholds_no_model_can_fail():
     """The single-task and test-split Evaluators report; only the release Evaluator gates."""
     report = _thresholds(PipelineConfig(), gated=False)
-    assert report[("click", "AUC")] == (-sys.float_info.max, -sys.float_info.max)
+    assert report[("click", "DirectAUC")] == (-sys.float_info.max, -sys.float_info.max)
     assert report[("dwell", "RootMeanSquaredError")] == (sys.float_info.max, sys.float_info.max)
 
 

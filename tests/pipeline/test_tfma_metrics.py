@@ -40,9 +40,24 @@ def test_a_binary_tasks_summary_equals_tfmas_mean_label_prediction_calibration_a
     frame = _frame((rng.uniform(size=3000) < predictions * 0.8).astype(float), predictions, seed=1)
     names = ["mean_label", "mean_prediction", "calibration", "example_count"]
     theirs = _metrics(frame, ["MeanLabel", "MeanPrediction", "Calibration", "ExampleCount"])
-    ours = _metrics(frame, ["AUC", "CalibrationSummary"])
+    ours = _metrics(frame, ["DirectAUC", "CalibrationSummary"])
     _assert_same(ours, theirs, names)
     assert ours[((), "example_count")] == frame.weight.sum()
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_a_binary_tasks_auc_and_pr_auc_equal_tfmas(fractional):
+    """On one direct histogram; fractional labels split into a positive and a negative part as TFMA's."""
+    rng = np.random.default_rng(7)
+    predictions = rng.uniform(size=3000)
+    labels = (rng.uniform(size=3000) < predictions).astype(float)
+    if fractional:
+        labels = np.where(rng.uniform(size=3000) < 0.3, rng.uniform(size=3000), labels)
+    frame = _frame(labels, predictions, seed=8)
+    names = ["auc", "auc_precision_recall"]
+    ours = _metrics(frame, ["DirectAUC", "DirectAUCPrecisionRecall"])
+    _assert_same(ours, _metrics(frame, ["AUC", "AUCPrecisionRecall"]), names)
+    assert 0.6 < ours[((), "auc")] < 0.9
 
 
 def test_a_binary_tasks_log_loss_equals_tfmas_binary_cross_entropy():
@@ -52,20 +67,24 @@ def test_a_binary_tasks_log_loss_equals_tfmas_binary_cross_entropy():
     _assert_same(_metrics(frame, ["BinaryLogLoss"]), _metrics(frame, ["BinaryCrossEntropy"]), ["binary_crossentropy"])
 
 
-def test_log_loss_reads_each_models_outputs_as_tfma_does():
-    """A daily run's Evaluator: predictions keyed by model, then output; labels and weights by output."""
-    from tensorflow_model_analysis.metrics import cross_entropy_metrics, metric_types
+def _daily_elements(rng, tasks=("click", "like")) -> list:
+    """A daily run's Evaluator inputs: predictions keyed by model, then output; labels and weights by output."""
+    from tensorflow_model_analysis.metrics import metric_types
 
-    from mtrec.pipeline import tfma_metrics
-
-    rng = np.random.default_rng(6)
-    tasks = ("click", "like")
-    elements = [metric_types.StandardMetricInputs({
+    return [metric_types.StandardMetricInputs({
         tfma.constants.LABELS_KEY: {t: np.array([float(rng.integers(2))]) for t in tasks},
         tfma.constants.PREDICTIONS_KEY: {m: {t: np.array([rng.uniform(0.01, 0.99)], np.float32) for t in tasks}
                                          for m in ("candidate", "baseline")},
         tfma.constants.EXAMPLE_WEIGHTS_KEY: {t: np.array([rng.choice([0.0, 1.0, 2.5])], np.float32) for t in tasks}})
         for _ in range(500)]
+
+
+def test_log_loss_reads_each_models_outputs_as_tfma_does():
+    from tensorflow_model_analysis.metrics import cross_entropy_metrics, metric_types
+
+    from mtrec.pipeline import tfma_metrics
+
+    elements = _daily_elements(np.random.default_rng(6))
     for model in ("candidate", "baseline"):
         key = metric_types.MetricKey(name="binary_crossentropy", model_name=model, output_name="like",
                                      example_weighted=True)
@@ -82,6 +101,31 @@ def test_log_loss_reads_each_models_outputs_as_tfma_does():
                 accumulator = combiner.add_input(accumulator, element)
             values.append(combiner.extract_output(accumulator)[key])
         assert values[1] == pytest.approx(values[0], rel=1e-6), model
+
+
+def test_the_histogram_reads_each_models_outputs_as_tfma_does_and_refuses_labels_outside_0_1():
+    from tensorflow_model_analysis.metrics import calibration_histogram, metric_types
+
+    from mtrec.pipeline import tfma_metrics
+
+    elements = _daily_elements(np.random.default_rng(10))
+    for model in ("candidate", "baseline"):
+        theirs = calibration_histogram.calibration_histogram(model_name=model, output_name="like",
+                                                             example_weighted=True)[0].combiner
+        ours = tfma_metrics._HistogramCombiner.replacing(theirs)
+        assert ours._direct_values(elements[0]) is not None
+        histograms = []
+        for combiner in (theirs, ours):
+            accumulator = combiner.create_accumulator()
+            for element in elements:
+                accumulator = combiner.add_input(accumulator, element)
+            histograms.append([(b.bucket_id, b.weighted_labels, b.weighted_predictions, b.weighted_examples)
+                               for b in combiner.extract_output(accumulator)[theirs._key]])
+        assert len(histograms[0]) > 100
+        assert np.allclose(histograms[1], histograms[0], rtol=1e-6), model
+    outside = metric_types.StandardMetricInputs({**elements[0], tfma.constants.LABELS_KEY: {"like": np.array([2.0])}})
+    with pytest.raises(ValueError, match="label must be within"):
+        ours.add_input(ours.create_accumulator(), outside)
 
 
 def test_log_loss_merges_a_list_of_accumulators_counting_each_once():
@@ -123,6 +167,6 @@ def test_the_release_evaluator_passes_over_each_example_twice_per_binary_task_an
     combiners = {c for c in computations if isinstance(c, metric_types.MetricComputation)}
     per_output = {name: sorted(type(c.combiner).__name__ for c in combiners if c.keys[0].output_name == name)
                   for name in ("click", "like", "purchase", "dwell")}
-    assert per_output["click"] == ["_CalibrationHistogramCombiner", "_LogLossCombiner"]
+    assert per_output["click"] == ["_HistogramCombiner", "_LogLossCombiner"]
     assert per_output["dwell"] == ["_RegressionSumsCombiner"]
     assert len(combiners) == 4 * 2 + 1
