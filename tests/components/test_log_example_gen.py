@@ -211,3 +211,25 @@ def test_no_example_sees_its_own_or_a_later_review(tmp_path, clean_log):
     rows = [json.loads(line) for f in glob.glob(str(tmp_path / "reviews" / "*")) for line in open(f)]
     assert sorted(r["impression_id"] for r in rows) == sorted(reviewed)
     assert all(r["item_id"] == item_of[r["impression_id"]] and r["text"] for r in rows)
+
+
+def test_examples_are_serialized_one_feature_per_field_of_the_values_type_and_none_left_out():
+    """tfx_bsl's encoder over rows grouped by their fields: what filling each tf.Example would give."""
+    import numpy as np
+
+    rows = [{"a": "x", "b": 1.5, "c": 3, "d": None, "lines": 4},
+            {"a": None, "b": 2, "c": True, "d": np.float64(0.25)},
+            {"a": "é", "b": 0.5, "c": 7, "d": None}]
+
+    def example(**features):
+        return tf.train.Example(features=tf.train.Features(feature={
+            name: tf.train.Feature(**{kind: {"bytes_list": tf.train.BytesList, "float_list": tf.train.FloatList,
+                                             "int64_list": tf.train.Int64List}[kind](value=[value])})
+            for name, (kind, value) in features.items()}))
+
+    want = [example(a=("bytes_list", b"x"), b=("float_list", 1.5), c=("int64_list", 3)),
+            example(b=("int64_list", 2), c=("int64_list", 1), d=("float_list", 0.25)),
+            example(a=("bytes_list", "é".encode()), b=("float_list", 0.5), c=("int64_list", 7))]
+    got = [tf.train.Example.FromString(record) for record in leg.serialized_examples(rows)]
+    key = lambda e: e.SerializeToString(deterministic=True)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, want))

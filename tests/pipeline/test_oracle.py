@@ -1,7 +1,7 @@
 import pytest
 import tensorflow as tf
 
-from mtrec.components.log_example_gen import to_tf_example
+from mtrec.components.log_example_gen import serialized_examples
 from mtrec.config import PipelineConfig
 from mtrec.reporting.oracle import oracle_auc
 
@@ -18,10 +18,10 @@ def examples_uri(tmp_path):
     split = tmp_path / "examples" / "Split-eval"
     split.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(split / "data.gz"), options="GZIP") as writer:
-        for imp, click, like, purchase, *_ in ROWS:
-            example = {"impression_id": imp, "click": click, "like": like, "purchase": purchase, "dwell": 0.0,
-                       "review_positive": REVIEWED.get(imp)}
-            writer.write(to_tf_example(example).SerializeToString())
+        for record in serialized_examples([
+                {"impression_id": imp, "click": click, "like": like, "purchase": purchase, "dwell": 0.0,
+                 "review_positive": REVIEWED.get(imp)} for imp, click, like, purchase, *_ in ROWS]):
+            writer.write(record)
     return str(tmp_path / "examples")
 
 
