@@ -2,9 +2,9 @@
 
 What each task type reports and is gated on comes from `mtrec.task_types` (binary: AUC, PR-AUC,
 log loss, calibration, means and example count, gated on AUC; regression: RMSE, MAE, means and
-example count, gated on RMSE), each a TFMA metric: mtrec's own classes (`mtrec.pipeline.tfma_metrics`)
-give TFMA's values at fewer Python calls per example. Each gate has an
-absolute bound and a change threshold against the baseline model (the latest blessed one, or the
+example count, gated on RMSE), each a TFMA metric: mtrec's own classes
+(`mtrec.pipeline.tfma_metrics`) give TFMA's values at fewer Python calls per example. Each gate has
+an absolute bound and a change threshold against the baseline model (the latest blessed one, or the
 single-task models with `gate_against: single_task`), so no task may fall behind it beyond its
 tolerance.
 
@@ -29,7 +29,7 @@ from mtrec.serving.signatures import EVALUATE, TRANSFORM_FEATURES
 from mtrec.transformed import COLD_START, weight_name
 
 
-# Classes of metrics mtrec defines where TFMA would wrap a Keras metric: {class name: module}.
+# The TFMA metric classes mtrec defines (`mtrec.pipeline.tfma_metrics`): {class name: module}.
 OWN_METRICS = {name: tfma_metrics.__name__
                for name in ("DirectAUC", "DirectAUCPrecisionRecall", "CalibrationSummary", "BinaryLogLoss",
                             "RootMeanSquaredError", "RegressionSummary")}

@@ -80,7 +80,7 @@ class _DirectRoad:
                                                                    tfma.constants.PREDICTIONS_KEY)]
         values.append(_pick(element.get(tfma.constants.EXAMPLE_WEIGHTS_KEY), self._names) if self._weighted else 1.0)
         if all(isinstance(v, float) or (isinstance(v, np.ndarray) and v.size == 1) for v in values):
-            return [float(v) if isinstance(v, float) else v.item() for v in values]
+            return [float(v) if isinstance(v, float) else float(v.item()) for v in values]  # an int label too
         return None
 
 
