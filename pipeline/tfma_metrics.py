@@ -67,10 +67,11 @@ class _DirectRoad:
     key, class weights, a prediction that is a dict) takes TFMA's own road.
     """
 
-    def _init_direct_road(self, model_name: str, output_name: str, example_weighted: bool, possible: bool):
-        self._names = (model_name, output_name)
-        self._weighted = example_weighted
-        self._direct = possible
+    def _init_direct_road(self, key, also: bool = True):
+        """After the combiner's own `_aggregation_type`, `_class_weights` and `_example_weighted` are
+        set: the road is direct for `key`'s output unless TFMA's unpacking has something to do."""
+        self._names = (key.model_name, key.output_name)
+        self._direct = also and key.sub_key is None and self._aggregation_type is None and not self._class_weights
 
     def _direct_values(self, element: metric_types.StandardMetricInputs):
         """[label, prediction, weight] as floats where each is one value, else None."""
@@ -78,7 +79,8 @@ class _DirectRoad:
             return None
         values = [_pick(element.get(key), self._names) for key in (tfma.constants.LABELS_KEY,
                                                                    tfma.constants.PREDICTIONS_KEY)]
-        values.append(_pick(element.get(tfma.constants.EXAMPLE_WEIGHTS_KEY), self._names) if self._weighted else 1.0)
+        values.append(_pick(element.get(tfma.constants.EXAMPLE_WEIGHTS_KEY), self._names)
+                      if self._example_weighted else 1.0)
         if all(isinstance(v, float) or (isinstance(v, np.ndarray) and v.size == 1) for v in values):
             return [float(v) if isinstance(v, float) else float(v.item()) for v in values]  # an int label too
         return None
@@ -89,10 +91,7 @@ class _LogLossCombiner(_DirectRoad, cross_entropy_metrics._BinaryCrossEntropyCom
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        key = self._metric_key
-        self._init_direct_road(key.model_name, key.output_name, self._example_weighted, possible=(
-            key.sub_key is None and self._aggregation_type is None and not self._class_weights
-            and not self._from_logits and not self._label_smoothing))
+        self._init_direct_road(self._metric_key, also=not self._from_logits and not self._label_smoothing)
 
     def add_input(self, accumulator, element: metric_types.StandardMetricInputs):
         values = self._direct_values(element)
@@ -117,9 +116,7 @@ class _HistogramCombiner(_DirectRoad, calibration_histogram._CalibrationHistogra
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        key = self._key
-        self._init_direct_road(key.model_name, key.output_name, self._example_weighted, possible=(
-            key.sub_key is None and self._aggregation_type is None and not self._class_weights))
+        self._init_direct_road(self._key)
 
     @classmethod
     def replacing(cls, combiner: calibration_histogram._CalibrationHistogramCombiner) -> "_HistogramCombiner":
@@ -235,8 +232,7 @@ class _RegressionSumsCombiner(_DirectRoad, beam.CombineFn):
         self._key, self._eval_config = key, eval_config
         self._aggregation_type, self._class_weights = aggregation_type, class_weights
         self._example_weighted = example_weighted
-        self._init_direct_road(key.model_name, key.output_name, example_weighted, possible=(
-            key.sub_key is None and aggregation_type is None and not class_weights))
+        self._init_direct_road(key)
 
     def create_accumulator(self) -> np.ndarray:
         return np.zeros(5)

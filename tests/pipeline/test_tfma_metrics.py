@@ -79,6 +79,14 @@ def _daily_elements(rng, tasks=("click", "like")) -> list:
         for _ in range(500)]
 
 
+def _accumulated(combiner, elements) -> dict:
+    """The combiner's output over the elements, added one by one as Beam would."""
+    accumulator = combiner.create_accumulator()
+    for element in elements:
+        accumulator = combiner.add_input(accumulator, element)
+    return combiner.extract_output(accumulator)
+
+
 def test_log_loss_reads_each_models_outputs_as_tfma_does():
     from tensorflow_model_analysis.metrics import cross_entropy_metrics, metric_types
 
@@ -94,13 +102,7 @@ def test_log_loss_reads_each_models_outputs_as_tfma_does():
         ours = tfma_metrics._LogLossCombiner(eval_config=None, model_name=model, output_name="like", metric_key=key,
                                              aggregation_type=None, class_weights=None, example_weighted=True)
         assert ours._direct_values(elements[0]) is not None  # not TFMA's road, which would agree anyway
-        values = []
-        for combiner in (theirs, ours):
-            accumulator = combiner.create_accumulator()
-            for element in elements:
-                accumulator = combiner.add_input(accumulator, element)
-            values.append(combiner.extract_output(accumulator)[key])
-        assert values[1] == pytest.approx(values[0], rel=1e-6), model
+        assert _accumulated(ours, elements)[key] == pytest.approx(_accumulated(theirs, elements)[key], rel=1e-6), model
 
 
 def test_the_histogram_reads_each_models_outputs_as_tfma_does_and_refuses_labels_outside_0_1():
@@ -114,13 +116,8 @@ def test_the_histogram_reads_each_models_outputs_as_tfma_does_and_refuses_labels
                                                              example_weighted=True)[0].combiner
         ours = tfma_metrics._HistogramCombiner.replacing(theirs)
         assert ours._direct_values(elements[0]) is not None
-        histograms = []
-        for combiner in (theirs, ours):
-            accumulator = combiner.create_accumulator()
-            for element in elements:
-                accumulator = combiner.add_input(accumulator, element)
-            histograms.append([(b.bucket_id, b.weighted_labels, b.weighted_predictions, b.weighted_examples)
-                               for b in combiner.extract_output(accumulator)[theirs._key]])
+        histograms = [[(b.bucket_id, b.weighted_labels, b.weighted_predictions, b.weighted_examples)
+                       for b in _accumulated(combiner, elements)[theirs._key]] for combiner in (theirs, ours)]
         assert len(histograms[0]) > 100
         assert np.allclose(histograms[1], histograms[0], rtol=1e-6), model
     outside = metric_types.StandardMetricInputs({**elements[0], tfma.constants.LABELS_KEY: {"like": np.array([2.0])}})
