@@ -42,16 +42,19 @@ from mtrec.models.multitask import example_weight
 from mtrec.pipeline import distribution, runner
 from mtrec.pipeline.datasets import dataset, record_accessor
 from mtrec.pipeline.training import text_tables, train, vocab_sizes
-from mtrec.reporting.summary import latest_run_outputs
+from mtrec.reporting.summary import latest_run_outputs, trainer_examples
 from mtrec.transformed import ITEM_ID
 
 RANKING = [a for a in ARCHITECTURES if a != "two_tower"]
 
 
-def transformed_dataset(uri: str, split: str, tft_output, config: PipelineConfig, shuffle: bool) -> tf.data.Dataset:
-    """The split's batches as the Trainer reads them (`training.cache`, id dropout when shuffled)."""
+def transformed_dataset(examples: tuple, split: str, tft_output, config: PipelineConfig,
+                        shuffle: bool) -> tf.data.Dataset:
+    """The split's batches as the Trainer reads them (`training.cache`, id dropout when shuffled)
+    from `examples`, (URI, raw) as `trainer_examples` gives them."""
+    uri, raw = examples
     return dataset(os.path.join(uri, f"Split-{split}", "*"), record_accessor("mtrec-bench"), tft_output, config,
-                   shuffle)
+                   shuffle, raw=raw)
 
 
 def score(network, eval_data, config: PipelineConfig, trained_items: Optional[int] = None) -> dict:
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
                              progress=lambda line: print(line, file=sys.stderr, flush=True))
     outputs = latest_run_outputs(os.path.join(work_dir, "metadata.db"))
     tft_output = tft.TFTransformOutput(outputs[("Transform", "transform_graph")].uri)
-    examples_uri = outputs[("Transform", "transformed_examples")].uri
+    examples = trainer_examples(outputs)
     oracle = {t: m["oracle_auc"] for t, m in summary["tasks"].items() if "oracle_auc" in m}
     oracle_cold = {t: m["oracle_auc"] for t, m in summary.get("cold_start", {}).items() if "oracle_auc" in m}
     cold_key = base.features.cold_start_key
@@ -210,8 +213,8 @@ def main(argv=None) -> int:
         config = config if uses_text else config.without_text()
         config.validate()
         started = time.time()
-        eval_data = transformed_dataset(examples_uri, "eval", tft_output, config, False)
-        network, log = train(config, transformed_dataset(examples_uri, "train", tft_output, config, True), eval_data,
+        eval_data = transformed_dataset(examples, "eval", tft_output, config, False)
+        network, log = train(config, transformed_dataset(examples, "train", tft_output, config, True), eval_data,
                              vocab_sizes(config, tft_output), log_dir=None, text=text if uses_text else None)
         seconds = time.time() - started
         tasks = score(network, eval_data, config, trained_items)

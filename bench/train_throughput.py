@@ -2,7 +2,8 @@
 
     python bench/train_throughput.py --work-dir work --out bench/results/train_throughput.json
 
-Reads the Transform output of a finished `mtrec run` in WORK_DIR (the main job's, by default) and,
+Reads what the Trainer of a finished `mtrec run` in WORK_DIR read (the main job's, by default: the
+raw examples through Transform's graph, or Transform's written examples) and,
 in one process, for one fixed MMoE configuration (the default config's sizes and tasks):
   - `mtrec_examples_per_s`: what the Trainer runs, the input pipeline of
     `mtrec.pipeline.datasets.dataset` (the split parsed into memory once by TFXIO, `training.cache`)
@@ -15,7 +16,8 @@ in one process, for one fixed MMoE configuration (the default config's sizes and
 Steady state: the first `--warmup` share of steps (tracing, compilation) is not counted. Also
 measures each setting on its own (batch size, steps_per_execution, XLA, input pipeline alone),
 so the JSON says what each bought; the configured fit streamed from the files instead of
-`training.cache`'s memory, with and without TFXIO's parallel reads, parsing and prefetch; and the
+`training.cache`'s memory, with and without TFXIO's parallel reads, parsing and prefetch (raw
+examples streamed go through the graph every batch: `train_files_raw` in the JSON); and the
 configured fit without the DCN cross layer, the network DeepCTR's MMOE has.
 Threads: the process sizes TensorFlow's pools as the Trainer does (`training.intra_op_threads`,
 `inter_op_threads`), so these figures share them; `deepctr_tf_defaults` is DeepCTR as its users
@@ -33,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,14 +59,28 @@ GOALS = {"vs_deepctr": 2.0, "vs_raw_step": 0.9}
 RAW_STEPS_PER_CALL = 32
 
 
+class TrainFiles(NamedTuple):
+    pattern: str
+    raw: bool  # raw examples, which go through Transform's graph (datasets.dataset)
+
+
+def newest(pattern: str) -> list:
+    return sorted(glob.glob(pattern), key=lambda p: int(os.path.basename(p)))
+
+
 def transform_output(work_dir: str):
-    """(train file pattern, transform graph dir) of the newest Transform run in `work_dir`."""
+    """(TrainFiles, transform graph dir) of the newest Transform run in `work_dir`: its transformed
+    examples, or where it only analysed (the Trainer applies the graph, `training.transform_in_trainer`)
+    the newest ingested examples."""
     root = os.path.join(work_dir, "pipeline", "Transform")
-    runs = sorted(glob.glob(os.path.join(root, "transform_graph", "*")), key=lambda p: int(os.path.basename(p)))
+    runs = newest(os.path.join(root, "transform_graph", "*"))
     if not runs:
         raise SystemExit(f"no Transform output under {root}: run `mtrec run --work-dir {work_dir}` first")
-    run_id = os.path.basename(runs[-1])
-    return os.path.join(root, "transformed_examples", run_id, "Split-train", "*"), runs[-1]
+    transformed = os.path.join(root, "transformed_examples", os.path.basename(runs[-1]))
+    if os.path.isdir(transformed):
+        return TrainFiles(os.path.join(transformed, "Split-train", "*"), False), runs[-1]
+    ingested = newest(os.path.join(work_dir, "pipeline", "LogExampleGen", "examples", "*"))
+    return TrainFiles(os.path.join(ingested[-1], "Split-train", "*"), True), runs[-1]
 
 
 def data_accessor(sequential: bool = False) -> DataAccessor:
@@ -101,7 +118,8 @@ def with_training(config: PipelineConfig, **training) -> PipelineConfig:
 def mtrec_fit(config, files, tft_output, sizes, steps: int, warmup: float, sequential: bool = False) -> float:
     keras.utils.set_random_seed(0)
     model = build_multitask_model(config, sizes)
-    data = dataset(files, data_accessor(sequential), tft_output, config, shuffle=True, epochs=None)
+    data = dataset(files.pattern, data_accessor(sequential), tft_output, config, shuffle=True, epochs=None,
+                   raw=files.raw)
     if config.training.jit_compile:  # XLA takes no strings: keep only what this text-less model reads
         taken = set(model.network.input_names)
         data = data.map(lambda features, labels: ({k: v for k, v in features.items() if k in taken}, labels))
@@ -111,7 +129,8 @@ def mtrec_fit(config, files, tft_output, sizes, steps: int, warmup: float, seque
 
 
 def in_memory_batches(config, files, tft_output, count: int):
-    return list(dataset(files, data_accessor(), tft_output, config, shuffle=True, epochs=None).take(count))
+    return list(dataset(files.pattern, data_accessor(), tft_output, config, shuffle=True, epochs=None,
+                        raw=files.raw).take(count))
 
 
 def raw_step(config, batches, sizes, steps: int, warmup: float, per_call: int = RAW_STEPS_PER_CALL) -> float:
@@ -241,7 +260,7 @@ def main() -> None:
                   "tower_units": config.model.tower_units, "tasks": [t.name for t in config.tasks],
                   "batch_size": batch, "steps_per_execution": spe, "jit_compile": jit},
         "threads": {"intra_op": training.intra_op_threads, "inter_op": training.inter_op_threads},
-        "steps": args.steps, "warmup_share": args.warmup,
+        "steps": args.steps, "warmup_share": args.warmup, "train_files_raw": files.raw,
         "mtrec_examples_per_s": round(ours), "raw_step_examples_per_s": round(raw),
         "deepctr_examples_per_s": round(deepctr), "deepctr_tf_defaults_examples_per_s": round(deepctr_defaults),
         "mtrec_vs_deepctr": round(ours / deepctr_defaults, 2),

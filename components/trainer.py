@@ -24,6 +24,7 @@ from mtrec.components.text_embedder import TextEmbeddings
 TEXT_EMBEDDINGS = "text_embeddings"
 SPAN = "span"  # custom_config key and Model property: the newest span a daily run trained on
 TRAIN_FILES_BY_SPAN = "train_files_by_span"  # custom_config key: {span: train file patterns}
+RAW_EXAMPLES = "raw_examples"  # custom_config key: the examples are raw, run_fn applies Transform's graph
 
 
 class TrainerSpec(standard_component_specs.TrainerSpec):

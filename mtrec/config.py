@@ -318,6 +318,8 @@ class TrainingConfig:
         (at most `CACHE_LIMIT_BYTES` and a quarter of the machine's memory), so an epoch after the
         first reads no files; `memory` always, `none` never (both stream from the files). Every
         epoch is reshuffled either way; not under multi_worker_mirrored, whose workers shard files.
+        Where the Trainer may cache (`transform_in_trainer`), it also applies Transform's graph
+        itself, and Transform only analyses.
       warm_start: on a daily log (`data.span`), start from the latest blessed model when there is
         one (a one-off run trains from scratch, and a rerun reuses its cache): its dense layers as they
         were, its id embeddings row by row through both runs' vocabularies (a known id keeps its
@@ -354,6 +356,18 @@ class TrainingConfig:
     warm_start_patience: int = 1
     warm_start_spans: int = 0
     backup_dir: str = ""
+
+    @property
+    def transform_in_trainer(self) -> bool:
+        """Whether the Trainer reads the raw examples and applies Transform's graph to them itself
+        (TFX's Transform with `materialize=False`), rather than reading transformed examples
+        Transform wrote. Applied once to splits the Trainer keeps in memory, the graph costs a few
+        seconds in TensorFlow, where writing the transformed splits from Beam cost Transform 40 s of
+        the main job (bench/README). A Trainer that streams by configuration (`cache: none`,
+        multi_worker_mirrored) reads transformed examples, so no epoch pays for the graph; one
+        given raw examples that streams anyway (splits too big for `auto`, a retrain under another
+        strategy) applies the graph to every batch."""
+        return self.cache != "none" and self.strategy != "multi_worker_mirrored"
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The Trainer's input: Transform's output as batches of (features, labels)."""
+"""The Trainer's input: transformed examples as batches of (features, labels), from Transform's
+written output or from the raw examples through Transform's graph."""
 from __future__ import annotations
 
 import os
@@ -17,22 +18,21 @@ _READ_BATCH = 8192  # examples per parsed batch when reading a split into memory
 
 
 def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: bool,
-            epochs: Optional[int] = 1, replicas: int = 1) -> tf.data.Dataset:
+            epochs: Optional[int] = 1, replicas: int = 1, raw: bool = False) -> tf.data.Dataset:
     """(transformed features, {label name: label}) batches of the global batch size: batch_size
     per replica, from memory when `training.cache` keeps them there (`in_memory`), else streamed
-    from the files. Workers of a cluster each keep their share of the batches (DATA sharding: the
-    Transform output has fewer files than a cluster may have workers). Shuffled (training) batches
-    have `training.id_dropout` of their ids read as unknown (`unknown_ids`)."""
+    from the files. `raw`: the files hold raw examples, which go through Transform's graph (once,
+    into memory; or every streamed batch). Workers of a cluster each keep their share of the
+    batches (DATA sharding: the Transform output has fewer files than a cluster may have workers).
+    Shuffled (training) batches have `training.id_dropout` of their ids read as unknown (`unknown_ids`)."""
     batch_size = config.training.batch_size * replicas
-    columns = in_memory(files, data_accessor, tft_output, config)
+    columns = in_memory(files, data_accessor, tft_output, config, raw)
     if columns is not None:
         data = _from_memory(columns, batch_size, config.training.seed, epochs, label_splitter(config),
                             shuffle=shuffle, drop_ids=unknown_ids(config, tft_output) if shuffle else None)
     else:
-        data = data_accessor.tf_dataset_factory(
-            files, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=epochs, shuffle=shuffle,
-                                                  shuffle_seed=config.training.seed),
-            tft_output.transformed_metadata.schema)
+        data = transformed_batches(files, data_accessor, tft_output, raw, tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, num_epochs=epochs, shuffle=shuffle, shuffle_seed=config.training.seed))
         if config.training.steps_per_execution > 1 and epochs:  # Keras must know how long an epoch
             # is to run several steps per call
             batches = -(-example_count(files) // batch_size)
@@ -52,15 +52,25 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
     return data.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def in_memory(files, data_accessor, tft_output, config: PipelineConfig) -> Optional[Dict[str, np.ndarray]]:
-    """{feature: every example's values} of `files`, parsed once, when `training.cache` keeps them
-    in memory (`auto`: when they fit, see TrainingConfig); None to stream them from the files."""
+def transformed_batches(files, data_accessor, tft_output, raw: bool, options) -> tf.data.Dataset:
+    """Batches of transformed features read from `files`: parsed as written, or (`raw`) parsed as
+    raw examples and transformed by the graph every served signature runs too."""
+    if not raw:
+        return data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
+    return (data_accessor.tf_dataset_factory(files, options, tft_output.raw_metadata.schema)
+            .map(tft_output.transform_features_layer(), num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def in_memory(files, data_accessor, tft_output, config: PipelineConfig,
+              raw: bool = False) -> Optional[Dict[str, np.ndarray]]:
+    """{feature: every example's transformed values} of `files`, parsed (and, `raw`, transformed)
+    once, when `training.cache` keeps them in memory (`auto`: when they fit, see TrainingConfig);
+    None to stream them from the files."""
     training = config.training
     if training.cache == "none" or training.strategy == "multi_worker_mirrored":
         return None
-    batches = data_accessor.tf_dataset_factory(
-        files, tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1, shuffle=False),
-        tft_output.transformed_metadata.schema)
+    batches = transformed_batches(files, data_accessor, tft_output, raw,
+                                  tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1, shuffle=False))
     columns, size, limit = {}, 0, min(CACHE_LIMIT_BYTES, _memory_bytes() // 4)
     for batch in batches:
         if not all(isinstance(v, tf.Tensor) for v in batch.values()):

@@ -44,7 +44,7 @@ from mtrec.components.log_example_gen import LogExampleGen
 from mtrec.components import spans
 from mtrec.components.serving_warmup import ServingWarmup
 from mtrec.components.text_embedder import TextEmbedder
-from mtrec.components.trainer import SPAN, Trainer
+from mtrec.components.trainer import RAW_EXAMPLES, SPAN, Trainer
 from mtrec.components.transform import Transform
 from mtrec.config import REVIEWS, PipelineConfig
 from mtrec.pipeline.evaluation import eval_config
@@ -145,9 +145,13 @@ def code_fingerprint(modules) -> str:
 
 
 def transform_component(config: PipelineConfig, examples, schema):
-    return Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+    """Analyses the train split; writes the transformed train and eval splits only for a Trainer
+    that streams them (`TrainingConfig.transform_in_trainer`)."""
+    materialize = not config.training.transform_in_trainer
+    return Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN, materialize=materialize,
                      # the test split is for the test Evaluator, which reads raw examples
-                     splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
+                     splits_config=tfx.proto.SplitsConfig(analyze=["train"],
+                                                          transform=["train", "eval"] if materialize else []),
                      # StatisticsGen has the raw data's statistics; TFDV again on the raw
                      # and transformed data would cost more than Transform itself
                      disable_statistics=True,
@@ -172,6 +176,8 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
     `data_fingerprint` what tells TFX's cache that the logs changed (default: their files now);
     `span_date` which day of a daily log to ingest where no driver resolves it (Kubeflow)."""
     custom_config = {"config": config.training_json(), "code": code_fingerprint(TRAINER_CODE)}
+    if config.training.transform_in_trainer:  # the Trainer reads raw examples (transform_component)
+        custom_config[RAW_EXAMPLES] = True
     ingest = example_gen(config, paths.data, data_fingerprint, span_date)
     examples = ingest.outputs["examples"]  # this run's (span's): what the release is measured on
     statistics = tfx.components.StatisticsGen(examples=examples)
@@ -216,7 +222,8 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
 
     def trainer_on(custom, with_text=True, base_model=None):
         return Trainer(
-            run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
+            run_fn=RUN_FN, examples=training_examples if custom.get(RAW_EXAMPLES)
+            else transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
             custom_config=custom, text_embeddings=text.outputs["embeddings"] if text and with_text else None,

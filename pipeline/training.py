@@ -25,7 +25,7 @@ import tf_keras as keras
 from absl import logging
 
 from mtrec.components.text_embedder import read_embeddings, read_reviews
-from mtrec.components.trainer import TEXT_EMBEDDINGS, TRAIN_FILES_BY_SPAN
+from mtrec.components.trainer import RAW_EXAMPLES, TEXT_EMBEDDINGS, TRAIN_FILES_BY_SPAN
 from mtrec.config import RETRIEVAL, REVIEWS, TEXT_TABLES, PipelineConfig, TaskConfig
 from mtrec.models.layers import ReviewTable, TextTables
 from mtrec.models.multitask import MultiTaskModel, WeightingCallback, build_multitask_model, build_network
@@ -255,7 +255,7 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     replicas = strategy.num_replicas_in_sync
     make = lambda files, shuffle: dataset(files, fn_args.data_accessor, tft_output, config, shuffle,  # noqa: E731
-                                          replicas=replicas)
+                                          replicas=replicas, raw=bool(fn_args.custom_config.get(RAW_EXAMPLES)))
     train_data, eval_data = make(fn_args.train_files, True), make(fn_args.eval_files, False)
     sizes = vocab_sizes(config, tft_output)
     text = text_tables(config, fn_args.custom_config.get(TEXT_EMBEDDINGS))

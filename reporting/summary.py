@@ -64,6 +64,16 @@ def latest_run_outputs(metadata_path: str) -> Dict[Tuple[str, str], metadata_sto
     return outputs
 
 
+def trainer_examples(outputs: Dict[Tuple[str, str], metadata_store_pb2.Artifact]) -> Tuple[str, bool]:
+    """(examples URI, raw) of what a run's Trainer read, from `latest_run_outputs`: Transform's
+    written examples, or where Transform only analysed (`training.transform_in_trainer`) the
+    ingested ones, which go through Transform's graph (`datasets.dataset(raw=True)`)."""
+    transformed = outputs.get(("Transform", "transformed_examples"))
+    if transformed is not None:
+        return transformed.uri, False
+    return next(a.uri for (node, key), a in outputs.items() if key == "examples" and node.endswith("ExampleGen")), True
+
+
 def _custom(artifact, name, default=None):
     if artifact is None or name not in artifact.custom_properties:
         return default

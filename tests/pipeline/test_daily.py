@@ -135,20 +135,17 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     np.testing.assert_array_equal(table[oov], old_table[len(old_vocab):])  # the OOV buckets keep theirs
 
 
-def test_transformed_examples_keep_the_span_they_came_from(daily):
-    """What lets a warm-started day train on its newest span: Transform's output i, from input i."""
-    transform = sorted(_executions(daily.store, "Transform"))[1]  # the second day's: two spans
-    events = daily.store.get_events_by_execution_ids([transform])
-    inputs = {ev.path.steps[1].index: ev.artifact_id for ev in events
-              if ev.type == metadata_store_pb2.Event.INPUT and ev.path.steps[0].key == "examples"}
-    outputs = daily.store.get_artifacts_by_id([ev.artifact_id for ev in events
-                                               if ev.type == metadata_store_pb2.Event.OUTPUT
-                                               and ev.path.steps[0].key == "transformed_examples"])
-    assert len(inputs) == len(outputs) == 2
-    for transformed in outputs:
-        [source] = daily.store.get_artifacts_by_id([inputs[int(os.path.basename(transformed.uri.rstrip("/")))]])
-        assert transformed.properties["span"].int_value == source.properties["span"].int_value
-    assert sorted(t.properties["span"].int_value for t in outputs) == [spans.span_number(d) for d in DAYS[:2]]
+def test_the_second_days_trainer_reads_its_windows_spans_each_with_its_own(daily):
+    """What lets a warm-started day train on its newest span: the Trainer reads the window's
+    ingested examples (Transform only analyses; the Trainer applies its graph), each artifact
+    with its span."""
+    trainer = sorted(_executions(daily.store, "Trainer"))[1]  # the second day's: two spans
+    events = daily.store.get_events_by_execution_ids([trainer])
+    inputs = daily.store.get_artifacts_by_id([ev.artifact_id for ev in events if ev.type == metadata_store_pb2.Event.INPUT
+                                              and ev.path.steps[0].key == "examples"])
+    ingested = {a.id for a in daily.store.get_artifacts_by_type("Examples") if "/LogExampleGen/" in a.uri}
+    assert len(inputs) == 2 and {a.id for a in inputs} <= ingested
+    assert sorted(a.properties["span"].int_value for a in inputs) == [spans.span_number(d) for d in DAYS[:2]]
 
 
 def test_a_sharply_shifted_day_stops_before_transform_naming_the_feature(daily):

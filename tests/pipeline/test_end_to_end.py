@@ -20,6 +20,7 @@ from mtrec.components.anomaly_gate import DataAnomalyError
 from mtrec.config import DataConfig, PipelineConfig
 from mtrec.data import malformed, synthetic
 from mtrec.pipeline import runner
+from mtrec.reporting.summary import latest_run_outputs, trainer_examples
 from tests.conftest import SMALL_RUN
 
 IMPRESSIONS = 150_000
@@ -220,7 +221,8 @@ def table_run(tmp_path_factory):
     """One run for four kinds of plumbing at once: a public table with NA cells (Palmer penguins,
     as the palmerpenguins wheel ships it) through CsvExampleGen with the config `mtrec config
     --from-table` drafts for it, a single-task config (sex, a string label) with its baseline,
-    a test split, and BeamDagRunner as the orchestrator."""
+    a test split, BeamDagRunner as the orchestrator, and a Trainer that streams its splits
+    (`training.cache: none`), so Transform writes the transformed examples it reads."""
     root = tmp_path_factory.mktemp("table_run")
     drafted = io.StringIO()
     with contextlib.redirect_stdout(drafted):
@@ -228,6 +230,7 @@ def table_run(tmp_path_factory):
     raw = PipelineConfig().to_dict()
     cli._merge(raw, yaml.safe_load(drafted.getvalue()))
     raw.update(baselines=True, orchestrator="beam")
+    raw["training"]["cache"] = "none"
     config, progress = PipelineConfig.from_dict(raw), []
     summary = runner.run(config, str(root / "work"), progress=progress.append)
     return types.SimpleNamespace(summary=summary, progress=progress, config=config, work_dir=root / "work")
@@ -260,6 +263,15 @@ def test_a_single_task_config_with_baselines_is_evaluated_and_compared(table_run
 def test_beam_dag_runner_runs_the_same_pipeline(table_run):
     finished = {line.split()[0] for line in table_run.progress if " done in " in line}
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "test_evaluator", "Pusher"} <= finished
+
+
+@TABLE_RUN
+def test_a_streaming_trainer_reads_the_examples_transform_wrote_with_their_span(table_run):
+    outputs = latest_run_outputs(os.path.join(str(table_run.work_dir), "metadata.db"))
+    transformed, ingested = outputs[("Transform", "transformed_examples")], outputs[("CsvExampleGen", "examples")]
+    assert trainer_examples(outputs) == (transformed.uri, False)
+    assert transformed.properties["span"].int_value == ingested.properties["span"].int_value
+    assert sorted(os.listdir(transformed.uri)) == ["Split-eval", "Split-train"]
 
 
 def _execution_states(metadata_path):

@@ -112,6 +112,22 @@ def test_id_dropout_reads_that_share_of_vocabulary_ids_as_unknown_ones_and_leave
     np.testing.assert_array_equal(two_batches()[0]["user_id"], dropped["user_id"])
 
 
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_raw_examples_through_the_graph_read_as_the_transformed_rows(transformed, tmp_path, cache):
+    """The Trainer's road when Transform only analyses (`transform_in_trainer`): the raw examples,
+    parsed by the raw schema and transformed by the graph, in memory once or every streamed batch."""
+    rows, output = transformed
+    path = str(tmp_path / "raw.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for row in ROWS:
+            writer.write(_example(row))
+    config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"batch_size": 4, "cache": cache}})
+    [(features, labels)] = list(dataset(path, record_accessor("mtrec-test"), output, config, shuffle=False, raw=True))
+    read = {**features, **labels}
+    assert sorted(read) == sorted(rows) == sorted(output.transformed_feature_spec())
+    for name in rows:
+        np.testing.assert_array_equal(tf.reshape(read[name], [-1]), _column(rows, name), err_msg=name)
+
 
 def _transformed_files(output, directory, count: int) -> str:
     """`count` transformed examples as TFRecords; example i has every float feature i and every
