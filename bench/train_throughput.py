@@ -79,7 +79,7 @@ def transform_output(work_dir: str):
     transformed = os.path.join(root, "transformed_examples", os.path.basename(runs[-1]))
     if os.path.isdir(transformed):
         return TrainFiles(os.path.join(transformed, "Split-train", "*"), False), runs[-1]
-    ingested = newest(os.path.join(work_dir, "pipeline", "LogExampleGen", "examples", "*"))
+    ingested = newest(os.path.join(work_dir, "pipeline", "*ExampleGen", "examples", "*"))
     return TrainFiles(os.path.join(ingested[-1], "Split-train", "*"), True), runs[-1]
 
 

@@ -4,7 +4,7 @@ Beam asks `inspect.signature` about every method of a DoFn (some 85 of them) eac
 whether the DoFn is stateful: when a transform is applied, turned into its runner-API proto and
 unpickled into a bundle processor. The main job (TFT's and TFMA's pipelines are built of hundreds
 of DoFns) makes 15,068 such checks: 21.2 s of a 5-minute run on 2 cores, and 6.0 s with each
-function's answer remembered (timed inside two runs, bench/README). Beam's own author proposed
+function's answer remembered (timed inside two runs; README, the main job). Beam's own author proposed
 the same memoization (apache/beam#9925, closed unmerged).
 
 A signature is a property of the function, so the answer is keyed by the function object (for a
