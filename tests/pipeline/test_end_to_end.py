@@ -218,7 +218,7 @@ def _penguins_column(name):
 
 @pytest.fixture(scope="module")
 def table_run(tmp_path_factory):
-    """One run for four kinds of plumbing at once: a public table with NA cells (Palmer penguins,
+    """One run for five kinds of plumbing at once: a public table with NA cells (Palmer penguins,
     as the palmerpenguins wheel ships it) through CsvExampleGen with the config `mtrec config
     --from-table` drafts for it, a single-task config (sex, a string label) with its baseline,
     a test split, BeamDagRunner as the orchestrator, and a Trainer that streams its splits
