@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import subprocess
@@ -54,6 +53,7 @@ from mtrec.transformed import bucket_name  # noqa: E402
 from mtrec.pipeline import distribution  # noqa: E402
 from mtrec.pipeline.datasets import dataset, record_accessor  # noqa: E402
 from mtrec.pipeline.training import vocab_sizes  # noqa: E402
+from mtrec.reporting.summary import latest_run_outputs, trainer_examples  # noqa: E402
 
 GOALS = {"vs_deepctr": 2.0, "vs_raw_step": 0.9}
 RAW_STEPS_PER_CALL = 32
@@ -64,23 +64,15 @@ class TrainFiles(NamedTuple):
     raw: bool  # raw examples, which go through Transform's graph (datasets.dataset)
 
 
-def newest(pattern: str) -> list:
-    return sorted(glob.glob(pattern), key=lambda p: int(os.path.basename(p)))
-
-
 def transform_output(work_dir: str):
-    """(TrainFiles, transform graph dir) of the newest Transform run in `work_dir`: its transformed
-    examples, or where it only analysed (the Trainer applies the graph, `training.transform_in_trainer`)
-    the newest ingested examples."""
-    root = os.path.join(work_dir, "pipeline", "Transform")
-    runs = newest(os.path.join(root, "transform_graph", "*"))
-    if not runs:
-        raise SystemExit(f"no Transform output under {root}: run `mtrec run --work-dir {work_dir}` first")
-    transformed = os.path.join(root, "transformed_examples", os.path.basename(runs[-1]))
-    if os.path.isdir(transformed):
-        return TrainFiles(os.path.join(transformed, "Split-train", "*"), False), runs[-1]
-    ingested = newest(os.path.join(work_dir, "pipeline", "*ExampleGen", "examples", "*"))
-    return TrainFiles(os.path.join(ingested[-1], "Split-train", "*"), True), runs[-1]
+    """(TrainFiles of the train split, transform graph dir) of what the latest run's Trainer in
+    `work_dir` read (`trainer_examples`: Transform's written examples, or the ingested ones)."""
+    metadata = os.path.join(work_dir, "metadata.db")
+    if not os.path.exists(metadata):
+        raise SystemExit(f"no pipeline run in {work_dir}: run `mtrec run --work-dir {work_dir}` first")
+    outputs = latest_run_outputs(metadata)
+    uri, raw = trainer_examples(outputs)
+    return TrainFiles(os.path.join(uri, "Split-train", "*"), raw), outputs[("Transform", "transform_graph")].uri
 
 
 def data_accessor(sequential: bool = False) -> DataAccessor:

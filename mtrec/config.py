@@ -358,6 +358,13 @@ class TrainingConfig:
     backup_dir: str = ""
 
     @property
+    def streams(self) -> bool:
+        """Whether the Trainer streams its splits from the files every epoch by configuration
+        (`cache: none`, or multi_worker_mirrored, whose workers shard files) instead of keeping
+        them in memory when they fit (`cache`)."""
+        return self.cache == "none" or self.strategy == "multi_worker_mirrored"
+
+    @property
     def transform_in_trainer(self) -> bool:
         """Whether the Trainer reads the raw examples and applies Transform's graph to them itself
         (TFX's Transform with `materialize=False`), rather than reading transformed examples
@@ -367,7 +374,7 @@ class TrainingConfig:
         multi_worker_mirrored) reads transformed examples, so no epoch pays for the graph; one
         given raw examples that streams anyway (splits too big for `auto`, a retrain under another
         strategy) applies the graph to every batch."""
-        return self.cache != "none" and self.strategy != "multi_worker_mirrored"
+        return not self.streams
 
 
 @dataclass

@@ -67,7 +67,7 @@ def in_memory(files, data_accessor, tft_output, config: PipelineConfig,
     once, when `training.cache` keeps them in memory (`auto`: when they fit, see TrainingConfig);
     None to stream them from the files."""
     training = config.training
-    if training.cache == "none" or training.strategy == "multi_worker_mirrored":
+    if training.streams:
         return None
     batches = transformed_batches(files, data_accessor, tft_output, raw,
                                   tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1, shuffle=False))
