@@ -20,7 +20,7 @@ from tfx.utils import dependency_utils
 
 _TFX_FLAGS = dependency_utils.make_beam_dependency_flags
 _TFX_BUILD = dependency_utils.build_ephemeral_package
-_LOCK = threading.RLock()
+_LOCK = threading.RLock()  # TFX's build changes the process's working directory: one at a time
 _BUILT: list = []  # the package's path, once built
 LOCAL_RUNNERS = ("directrunner", "bundlebaseddirectrunner")
 
