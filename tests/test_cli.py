@@ -115,6 +115,7 @@ def test_run_keeps_the_terminal_for_mtrec_and_sends_the_rest_to_the_log(tmp_path
     result = _mtrec("run", "--work-dir", str(work), "--config", str(tmp_path / "config.yaml"))
     assert result.returncode == 3, result.stderr
     terminal = result.stdout + result.stderr
+    assert result.stderr.startswith("Loading TensorFlow, Beam and TFX ...\n"), "something shows at once"
     assert "  StatisticsGen done in" in terminal
     assert "column 'device' (features.categorical) is not in the data" in terminal
     assert f"The full trace is in {work}/mtrec.log" in terminal
