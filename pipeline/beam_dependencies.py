@@ -11,7 +11,8 @@ once per process and removed when the process ends.
 from __future__ import annotations
 
 import atexit
-import os
+import functools
+import pathlib
 import shutil
 import threading
 
@@ -20,8 +21,7 @@ from tfx.utils import dependency_utils
 
 _TFX_FLAGS = dependency_utils.make_beam_dependency_flags
 _TFX_BUILD = dependency_utils.build_ephemeral_package
-_LOCK = threading.RLock()  # TFX's build changes the process's working directory: one at a time
-_BUILT: list = []  # the package's path, once built
+_LOCK = threading.Lock()  # TFX's build changes the process's working directory: one at a time
 LOCAL_RUNNERS = ("directrunner", "bundlebaseddirectrunner")
 
 
@@ -41,15 +41,13 @@ def dependency_flags(beam_pipeline_args):
         return _TFX_FLAGS(beam_pipeline_args)
 
 
+@functools.lru_cache(maxsize=None)
 def ephemeral_package() -> str:
-    """TFX's sdist, built on first use in this process and removed at its exit."""
-    with _LOCK:
-        if not _BUILT:
-            path = _TFX_BUILD()  # <mkdtemp>/build/tfx/dist/<sdist>
-            _BUILT.append(path)
-            atexit.register(shutil.rmtree, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(path)))),
-                            ignore_errors=True)
-        return _BUILT[0]
+    """TFX's sdist, built on first use in this process (TFX calls it only from the flags, under
+    `_LOCK`) and removed at its exit."""
+    path = _TFX_BUILD()  # <mkdtemp>/build/tfx/dist/<sdist>
+    atexit.register(shutil.rmtree, pathlib.Path(path).parents[3], ignore_errors=True)
+    return path
 
 
 def apply() -> None:
