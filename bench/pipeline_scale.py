@@ -35,8 +35,9 @@ def run_child(data_dir: str, work_dir: str, beam_args: list) -> dict:
     import mtrec  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     import ml_metadata as mlmd
     from ml_metadata.proto import metadata_store_pb2
-    from tfx import v1 as tfx
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.metadata import sqlite_metadata_connection_config
+    from tfx.orchestration.pipeline import Pipeline
 
     from mtrec.config import DataConfig, PipelineConfig
     from mtrec.pipeline import beam_dependencies
@@ -50,10 +51,10 @@ def run_child(data_dir: str, work_dir: str, beam_args: list) -> dict:
     transform = transform_component(config, ingest.outputs["examples"], schema.outputs["schema"])
     metadata = os.path.join(work_dir, "metadata.db")
     started = time.time()
-    LocalDagRunner().run(tfx.dsl.Pipeline(
+    LocalDagRunner().run(Pipeline(
         pipeline_name=config.name, pipeline_root=os.path.join(work_dir, "pipeline"),
         components=[ingest, schema, transform], enable_cache=False, beam_pipeline_args=beam_args,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata)))
+        metadata_connection_config=sqlite_metadata_connection_config(metadata)))
     wall = time.time() - started
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = metadata

@@ -12,8 +12,10 @@ import os
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils
+from tfx.types.standard_artifacts import ExampleAnomalies, ExampleStatistics, Schema
 
 from mtrec.components import data_check
 
@@ -40,14 +42,10 @@ def describe_anomalies(anomalies_uri: str, split_names) -> list:
     return found
 
 
-@tfx.dsl.components.component
-def AnomalyGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
-                statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-                schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
-                config: tfx.dsl.components.Parameter[str], source: tfx.dsl.components.Parameter[str] = "",
-                drift: tfx.dsl.components.Parameter[str] = "{}",
-                previous_statistics: tfx.dsl.components.InputArtifact[
-                    tfx.types.standard_artifacts.ExampleStatistics] = None) -> None:
+@component
+def AnomalyGate(anomalies: InputArtifact[ExampleAnomalies], statistics: InputArtifact[ExampleStatistics],
+                schema: InputArtifact[Schema], config: Parameter[str], source: Parameter[str] = "",
+                drift: Parameter[str] = "{}", previous_statistics: InputArtifact[ExampleStatistics] = None) -> None:
     """`previous_statistics`: the previous span's (daily logs), compared with `drift`'s thresholds."""
     from mtrec.components import drift as drift_check
     from mtrec.components.spans import span_date

@@ -8,8 +8,7 @@ empty, so they are missing values with the column keeping its type.
 from __future__ import annotations
 
 import apache_beam as beam
-from tfx import v1 as tfx
-from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+from tfx.components.example_gen.csv_example_gen import component as csv_component, executor as csv_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.utils import io_utils
@@ -51,7 +50,7 @@ class Executor(csv_executor.Executor):
         return _CsvWithMissingToExample
 
 
-class CsvExampleGen(tfx.components.CsvExampleGen):
+class CsvExampleGen(csv_component.CsvExampleGen):
     """TFX's CsvExampleGen (same parameters, id and outputs), with NA cells read as missing values."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

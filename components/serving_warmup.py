@@ -16,9 +16,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import prediction_log_pb2
-from tfx import v1 as tfx
 from tfx.components.infra_validator import request_builder
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.proto import infra_validator_pb2
+from tfx.types.standard_artifacts import Examples, InfraBlessing, Model
 from tfx.utils import io_utils, path_utils
 
 from mtrec.serving import api
@@ -53,12 +55,10 @@ def serving_problem(model_name: str, model_path: str, requests) -> str:
     return ""
 
 
-@tfx.dsl.components.component
-def ServingWarmup(model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
-                  examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-                  blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
-                  model_name: tfx.dsl.components.Parameter[str] = "mtrec",
-                  num_examples: tfx.dsl.components.Parameter[int] = 100) -> None:
+@component
+def ServingWarmup(model: InputArtifact[Model], examples: InputArtifact[Examples],
+                  blessing: OutputArtifact[InfraBlessing], model_name: Parameter[str] = "mtrec",
+                  num_examples: Parameter[int] = 100) -> None:
     model_path = path_utils.serving_model_path(model.uri)
     requests = warmup_requests(model_name, model, examples, num_examples)
     problem = serving_problem(model_name, model_path, requests)

@@ -19,8 +19,9 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
-from tfx import v1 as tfx
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+from tfx.orchestration.pipeline import Pipeline
 
 import mtrec
 from mtrec.config import ConfigError, PipelineConfig
@@ -75,20 +76,20 @@ def trainer_resources(config: PipelineConfig) -> Optional[_ResourceSpec]:
     return spec
 
 
-def create_kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_kubeflow_pipeline(config: PipelineConfig) -> Pipeline:
     config = kubeflow_config(config)
     root = _remote("kubeflow.pipeline_root", config.kubeflow.pipeline_root)
     serving = _remote("kubeflow.serving_dir", config.kubeflow.serving_dir or f"{root}/serving")
-    data_version = tfx.dsl.experimental.RuntimeParameter(name=DATA_VERSION, ptype=str, default="")
-    span = tfx.dsl.experimental.RuntimeParameter(name=SPAN, ptype=str, default="latest") if config.data.span else None
+    data_version = RuntimeParameter(name=DATA_VERSION, ptype=str, default="")
+    span = RuntimeParameter(name=SPAN, ptype=str, default="latest") if config.data.span else None
     components = create_components(config, PipelinePaths(root=root, data=config.data.path, serving=serving),
                                    schema_file=IMAGE_SCHEMA, data_fingerprint=data_version, span_date=span)
     resources = trainer_resources(config)
     for component in components:
         if resources is not None and component.id in TRAINERS:
             component.with_platform_config(resources)
-    return tfx.dsl.Pipeline(pipeline_name=config.name, pipeline_root=root, components=components,
-                            enable_cache=True, beam_pipeline_args=config.beam_args)
+    return Pipeline(pipeline_name=config.name, pipeline_root=root, components=components,
+                    enable_cache=True, beam_pipeline_args=config.beam_args)
 
 
 def compile_pipeline(config: PipelineConfig, output_dir: str) -> Tuple[str, str]:

@@ -33,9 +33,18 @@ import json
 import os
 from typing import List, Optional
 
-from tfx import v1 as tfx
+from tfx.components import (Evaluator, ExampleValidator, FileBasedExampleGen, ImportExampleGen, Pusher, SchemaGen,
+                            StatisticsGen)
 from tfx.components.example_gen.custom_executors import parquet_executor
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, transform_pb2
+from tfx.types.channel import Channel
+from tfx.types.standard_artifacts import ExampleStatistics, Examples, Model, ModelBlessing
 
 from mtrec import schemas
 from mtrec.components.anomaly_gate import AnomalyGate
@@ -78,10 +87,10 @@ class PipelinePaths:
     metadata: Optional[str] = None
 
 
-def _hash_split(eval_percent: int, test_percent: int = 0) -> tfx.proto.Output:
+def _hash_split(eval_percent: int, test_percent: int = 0) -> example_gen_pb2.Output:
     buckets = {"train": 100 - eval_percent - test_percent, "eval": eval_percent, "test": test_percent}
-    return tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-        tfx.proto.SplitConfig.Split(name=name, hash_buckets=n) for name, n in buckets.items() if n]))
+    return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=n) for name, n in buckets.items() if n]))
 
 
 def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None, span_date=None):
@@ -96,16 +105,17 @@ def example_gen(config: PipelineConfig, data_dir: str, fingerprint=None, span_da
                              span_pattern=spans.DATE_PATTERN if data.span else "", span=_span(config),
                              span_date=span_date)
     if data.splits:
-        splits = {"input_config": tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=name, pattern=pattern) for name, pattern in data.splits.items()])}
+        splits = {"input_config": example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in data.splits.items()])}
     else:
-        splits = {"input_config": tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=data.pattern)]),
+        single = example_gen_pb2.Input.Split(name="single_split", pattern=data.pattern)
+        splits = {"input_config": example_gen_pb2.Input(splits=[single]),
                   "output_config": _hash_split(data.eval_percent, data.test_percent)}
     if data.format == "csv":
         return CsvExampleGen(input_base=data_dir, **splits)
     if data.format == "tfrecord":
-        return tfx.components.ImportExampleGen(input_base=data_dir, **splits)
-    return tfx.components.FileBasedExampleGen(
+        return ImportExampleGen(input_base=data_dir, **splits)
+    return FileBasedExampleGen(
         input_base=data_dir, custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor), **splits)
 
 
@@ -114,19 +124,19 @@ def _span(config: PipelineConfig) -> Optional[int]:
     return spans.span_number(config.data.span) if config.data.span not in ("", spans.LATEST) else None
 
 
-def span_resolver(name: str, channel, first: int, last: int, count: int) -> tfx.dsl.Resolver:
+def span_resolver(name: str, channel, first: int, last: int, count: int) -> Resolver:
     """The newest `channel` artifact of each of the last `count` spans in [first, last], from MLMD."""
-    return tfx.dsl.Resolver(strategy_class=spans.SpanWindowStrategy,
-                            config={"first_span": first, "last_span": last, "num_spans": count},
-                            **{name: channel})
+    return Resolver(strategy_class=spans.SpanWindowStrategy,
+                    config={"first_span": first, "last_span": last, "num_spans": count},
+                    **{name: channel})
 
 
 def schema_gen(config: PipelineConfig, statistics, default_schema: str = DEFAULT_SCHEMA):
     if config.data.schema == "infer":
-        return tfx.components.SchemaGen(statistics=statistics, infer_feature_shape=True)
+        return SchemaGen(statistics=statistics, infer_feature_shape=True)
     path = default_schema if config.data.schema == "default" else config.data.schema
     path = path if "://" in path else os.path.abspath(path)
-    return tfx.components.ImportSchemaGen(schema_file=path)
+    return ImportSchemaGen(schema_file=path)
 
 
 def code_fingerprint(modules) -> str:
@@ -150,8 +160,8 @@ def transform_component(config: PipelineConfig, examples, schema):
     materialize = not config.training.transform_in_trainer
     return Transform(examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN, materialize=materialize,
                      # the test split is for the test Evaluator, which reads raw examples
-                     splits_config=tfx.proto.SplitsConfig(analyze=["train"],
-                                                          transform=["train", "eval"] if materialize else []),
+                     splits_config=transform_pb2.SplitsConfig(analyze=["train"],
+                                                           transform=["train", "eval"] if materialize else []),
                      # StatisticsGen has the raw data's statistics; TFDV again on the raw
                      # and transformed data would cost more than Transform itself
                      disable_statistics=True,
@@ -180,19 +190,17 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
         custom_config[RAW_EXAMPLES] = True
     ingest = example_gen(config, paths.data, data_fingerprint, span_date)
     examples = ingest.outputs["examples"]  # this run's (span's): what the release is measured on
-    statistics = tfx.components.StatisticsGen(examples=examples)
+    statistics = StatisticsGen(examples=examples)
     schema = schema_gen(config, statistics.outputs["statistics"], schema_file)
-    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
-                                                schema=schema.outputs["schema"])
+    validator = ExampleValidator(statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"])
     extra, previous, training_examples, span = [], None, examples, _span(config)
     if span is not None:  # a day of a daily log: the window's spans from MLMD, the previous span's statistics
-        window = span_resolver("examples", tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                                           producer_component_id=ingest.id, output_key="examples"),
+        window = span_resolver("examples", Channel(type=Examples, producer_component_id=ingest.id,
+                                                   output_key="examples"),
                                span - config.data.window_days + 1, span, config.data.window_days).with_id(SPAN_WINDOW)
         window.add_upstream_node(ingest)
-        before = span_resolver("statistics", tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
-                                                             producer_component_id=statistics.id,
-                                                             output_key="statistics"),
+        before = span_resolver("statistics", Channel(type=ExampleStatistics, producer_component_id=statistics.id,
+                                                 output_key="statistics"),
                                0, span - 1, 1).with_id(PREVIOUS_STATISTICS)
         extra += [window, before]
         training_examples, previous = window.outputs["examples"], before.outputs["statistics"]
@@ -212,11 +220,10 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
                             reviews=ingest.outputs["reviews"] if REVIEWS in config.text.fields else None)
         extra.append(text)
     # A day's baseline (and warm start) is the latest model blessed on an earlier day's data.
-    latest_blessed = tfx.dsl.Resolver(
+    latest_blessed = Resolver(
         **({"strategy_class": spans.BlessedBeforeSpanStrategy, "config": {"span": span}} if span is not None
-           else {"strategy_class": tfx.dsl.experimental.LatestBlessedModelStrategy}),
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
+           else {"strategy_class": LatestBlessedModelStrategy}),
+        model=Channel(type=Model), model_blessing=Channel(type=ModelBlessing)).with_id("latest_blessed_model")
     if span is not None:
         custom_config[SPAN] = span
 
@@ -225,7 +232,7 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
             run_fn=RUN_FN, examples=training_examples if custom.get(RAW_EXAMPLES)
             else transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            train_args=trainer_pb2.TrainArgs(splits=["train"]), eval_args=trainer_pb2.EvalArgs(splits=["eval"]),
             custom_config=custom, text_embeddings=text.outputs["embeddings"] if text and with_text else None,
             base_model=base_model)
 
@@ -235,9 +242,9 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
         without = config.without_text()
         no_text = trainer_on({**custom_config, "config": without.training_json()}, with_text=False)
         extra += [no_text.with_id(NO_TEXT_TRAINER),
-                  tfx.components.Evaluator(examples=examples, model=no_text.outputs["model"],
-                                           eval_config=eval_config(dataclasses.replace(without, slices=[]),
-                                                                   gated=False)).with_id(NO_TEXT_EVALUATOR)]
+                  Evaluator(examples=examples, model=no_text.outputs["model"],
+                            eval_config=eval_config(dataclasses.replace(without, slices=[]), gated=False))
+                  .with_id(NO_TEXT_EVALUATOR)]
     if config.baselines:
         single_task = trainer_on({**custom_config, "single_task": True}).with_id(SINGLE_TASK_TRAINER)
         extra.append(single_task)
@@ -248,26 +255,25 @@ def create_components(config: PipelineConfig, paths: PipelinePaths, schema_file:
     else:
         baseline_model = latest_blessed.outputs["model"]
         if config.baselines:  # overall, what the summary compares the multi-task model with
-            extra.append(tfx.components.Evaluator(examples=examples, model=single_task.outputs["model"],
-                                                  eval_config=eval_config(config, gated=False, sliced=False))
+            extra.append(Evaluator(examples=examples, model=single_task.outputs["model"],
+                                   eval_config=eval_config(config, gated=False, sliced=False))
                          .with_id(SINGLE_TASK_EVALUATOR))
-    evaluator = tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
-                                         baseline_model=baseline_model, eval_config=eval_config(config))
+    evaluator = Evaluator(examples=examples, model=trainer.outputs["model"],
+                          baseline_model=baseline_model, eval_config=eval_config(config))
     if config.has_test_split:  # reported, never gated: the release gate stays on eval
-        extra.append(tfx.components.Evaluator(examples=examples, model=trainer.outputs["model"],
-                                              eval_config=eval_config(config, gated=False),
-                                              example_splits=["test"]).with_id(TEST_EVALUATOR))
+        extra.append(Evaluator(examples=examples, model=trainer.outputs["model"],
+                               eval_config=eval_config(config, gated=False), example_splits=["test"])
+                     .with_id(TEST_EVALUATOR))
     warmup = ServingWarmup(model=trainer.outputs["model"], examples=examples, model_name=config.model_name)
-    pusher = tfx.components.Pusher(  # pushes the warmed copy of the Trainer's model
+    pusher = Pusher(  # pushes the warmed copy of the Trainer's model
         model_blessing=evaluator.outputs["blessing"], infra_blessing=warmup.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
+        push_destination=pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
             base_directory=os.path.join(paths.serving, config.model_name))))
     return [ingest, statistics, schema, validator, gate, transform, trainer, *extra, evaluator, warmup, pusher]
 
 
-def create_pipeline(config: PipelineConfig, paths: PipelinePaths, enable_cache: bool = True) -> tfx.dsl.Pipeline:
-    metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(paths.metadata)
-                if paths.metadata else None)
-    return tfx.dsl.Pipeline(pipeline_name=config.name, pipeline_root=paths.root,
-                            components=create_components(config, paths), enable_cache=enable_cache,
-                            metadata_connection_config=metadata, beam_pipeline_args=config.beam_args)
+def create_pipeline(config: PipelineConfig, paths: PipelinePaths, enable_cache: bool = True) -> Pipeline:
+    metadata = sqlite_metadata_connection_config(paths.metadata) if paths.metadata else None
+    return Pipeline(pipeline_name=config.name, pipeline_root=paths.root,
+                    components=create_components(config, paths), enable_cache=enable_cache,
+                    metadata_connection_config=metadata, beam_pipeline_args=config.beam_args)
