@@ -16,6 +16,7 @@ Spec, component and executor live together: the executor is the only implementat
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import json
@@ -141,9 +142,17 @@ def _csv_header(pattern: str) -> List[str]:
         return next(csv.reader([f.readline().decode()]))
 
 
+@functools.lru_cache(maxsize=None)
+def _counter(name: str):
+    """This module's Beam counter `name`, made once: making one costs three times counting with it
+    (6.5 against 2.2 us), and the main job counts 400,000 times. Safe to share: it finds the running
+    bundle's metrics when it counts."""
+    return Metrics.counter(NAMESPACE, name)
+
+
 def _refuse(source: str, reason: str, detail: str, line: str) -> beam.pvalue.TaggedOutput:
     """Counts a refused line by reason and routes it, untouched, to the dead-letter output."""
-    Metrics.counter(NAMESPACE, f"dead_letter.{reason}").inc()
+    _counter(f"dead_letter.{reason}").inc()
     return beam.pvalue.TaggedOutput("dead", ev.dead_letter(source, reason, detail, line))
 
 
@@ -178,7 +187,7 @@ class _KeyLines(beam.DoFn):
 
     def __init__(self, source: str, parser: _Parser, key_field: str):
         self.source, self.parser, self.key_field = source, parser, key_field
-        self.lines = Metrics.counter(NAMESPACE, f"input_lines.{source}")
+        self.lines = _counter(f"input_lines.{source}")
 
     def process(self, line: str):
         self.lines.inc()
@@ -198,7 +207,7 @@ def _first_row(source: str, parser: _Parser):
         lines = sorted(lines)
         for line in lines[1:]:
             yield _refuse(source, "duplicate_record", f"second row for {key}", line)
-        Metrics.counter(NAMESPACE, "accepted_lines").inc()
+        _counter("accepted_lines").inc()
         yield key, parser(lines[0])
 
     return fn
@@ -214,7 +223,7 @@ class _Join(beam.DoFn):
         for reason, detail, line in refused:
             yield _refuse("events", reason, detail, line)
         if example is not None:
-            Metrics.counter(NAMESPACE, "accepted_lines").inc(example["lines"])
+            _counter("accepted_lines").inc(example["lines"])
             yield example
 
 
@@ -222,7 +231,7 @@ def review_row(example: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The example's review as a row of the reviews artifact (none if it has no review)."""
     if example["review"] is None:
         return []
-    Metrics.counter(NAMESPACE, "reviews").inc()
+    _counter("reviews").inc()
     ts, text = example["review"]
     return [{"impression_id": example["impression_id"], "item_id": example["item_id"], "ts": ts, "text": text}]
 
@@ -290,7 +299,7 @@ def _split_index(example, num_partitions, split, eval_days, eval_percent, last_d
     else:  # the last test_days days are test, the eval_days before them eval
         days_from_end = last_day - ev.day_of(example["ts"])
         index = 2 if days_from_end < test_days else 1 if days_from_end < test_days + eval_days else 0
-    Metrics.counter(NAMESPACE, f"examples.{SPLITS[index]}").inc()
+    _counter(f"examples.{SPLITS[index]}").inc()
     return index
 
 
