@@ -168,6 +168,9 @@ def transform_component(config: PipelineConfig, examples, schema):
                      # the analyzer cache pays only when a later run feeds it back (per-span
                      # analysis of a rolling window); unread, its writes cost a quarter of Transform
                      disable_analyzer_cache=True,
+                     # our preprocessing_fn is plain TensorFlow ops: traced as a TF1 graph once, not as
+                     # TF2 functions many times over (20.5 -> 12.6 s on 2,000 impressions, the same values)
+                     force_tf_compat_v1=True,
                      custom_config={"config": config.transform_json(),
                                     "code": code_fingerprint(TRANSFORM_CODE)})
 
