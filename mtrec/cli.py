@@ -293,7 +293,7 @@ def run_command(args) -> int:
     os.makedirs(args.work_dir, exist_ok=True)
     log_path = os.path.join(args.work_dir, "mtrec.log")
     with quiet_terminal(log_path, args.verbose) as (out, err):
-        print("Loading TensorFlow, Beam and TFX ...", file=err, flush=True)  # ~10 s on 2 cores
+        print("Loading TensorFlow, Beam and TFX ...", file=err, flush=True)  # 6-8 s on 2 cores
         from mtrec.components.anomaly_gate import DataAnomalyError
         from mtrec.pipeline import runner
 
