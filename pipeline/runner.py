@@ -19,7 +19,7 @@ from mtrec.components.anomaly_gate import DataAnomalyError
 from mtrec.components.log_example_gen import TABLES, input_files
 from mtrec.config import PipelineConfig
 from mtrec.data import movielens, synthetic
-from mtrec.pipeline import beam_dependencies, beam_signatures, distribution
+from mtrec.pipeline import beam_dependencies, beam_option_views, beam_signatures, distribution
 from mtrec.pipeline.pipeline import PipelinePaths, create_pipeline
 from mtrec.reporting import history
 from mtrec.reporting.plot import plot_summary
@@ -107,6 +107,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     distribution.configure_logical_cpus(config.training.logical_cpu_devices)
     distribution.configure_threads(config.training)
     beam_signatures.memoize()
+    beam_option_views.memoize()
     beam_dependencies.apply()
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
