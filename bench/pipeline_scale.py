@@ -40,10 +40,10 @@ def run_child(data_dir: str, work_dir: str, beam_args: list) -> dict:
     from tfx.orchestration.pipeline import Pipeline
 
     from mtrec.config import DataConfig, PipelineConfig
-    from mtrec.pipeline import beam_dependencies
     from mtrec.pipeline.pipeline import example_gen, schema_gen, transform_component
+    from mtrec.pipeline.runner import patch_beam_and_tfx
 
-    beam_dependencies.apply()  # as `mtrec run`: no TFX sdist for DirectRunner
+    patch_beam_and_tfx()  # as `mtrec run`
 
     config = PipelineConfig(name="mtrec-scale", data=DataConfig(source="events", path=data_dir), beam_args=beam_args)
     ingest = example_gen(config, data_dir)

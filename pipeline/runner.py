@@ -99,6 +99,14 @@ def dag_runner(orchestrator: str):
     return LocalDagRunner()
 
 
+def patch_beam_and_tfx() -> None:
+    """What a run changes in Beam and TFX, in its own process (each idempotent): DoFn signatures and
+    option views made once, and no TFX sdist for Beam's DirectRunner."""
+    beam_signatures.memoize()
+    beam_option_views.memoize()
+    beam_dependencies.apply()
+
+
 def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
         progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Dict:
     """Runs the whole pipeline; returns (and writes to `work_dir/run_summary.json`) the run summary."""
@@ -106,9 +114,7 @@ def run(config: PipelineConfig, work_dir: str, data_dir: Optional[str] = None,
     # Before any component touches TensorFlow: LocalDagRunner runs them all in this process.
     distribution.configure_logical_cpus(config.training.logical_cpu_devices)
     distribution.configure_threads(config.training)
-    beam_signatures.memoize()
-    beam_option_views.memoize()
-    beam_dependencies.apply()
+    patch_beam_and_tfx()
     if config.data.source == "synthetic":
         progress(f"Generating the synthetic log ({config.data.impressions} impressions) ...")
         data_dir = synthetic_data_dir(config, work_dir)
