@@ -94,14 +94,23 @@ def client_main(args) -> None:
         calls = iter(range(1 << 30))
         latency = percentiles(lambda: predict(requests[next(calls) % len(requests)], timeout=30), args.calls,
                               warmup=50)
-    print(json.dumps({"latency": latency, "throughput": throughput(args.client, requests, 8, args.seconds)}))
+    print(json.dumps({"latency": latency,
+                      "throughput": throughput(args.client, requests, 8, args.seconds, args.server_pid)}))
 
 
-def independent_client(target: str, model_dir: str, name: str, calls: int, seconds: float) -> dict:
+def independent_client(target: str, model_dir: str, name: str, calls: int, seconds: float, server_pid: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--client", target, "--client-model-dir", model_dir,
-                          "--model-name", name, "--calls", str(calls), "--seconds", str(seconds)],
+                          "--model-name", name, "--calls", str(calls), "--seconds", str(seconds),
+                          "--server-pid", str(server_pid)],
                          check=True, capture_output=True, text=True, timeout=600).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int = 0) -> float:
+    """CPU time (user + system, every thread) of process `pid`, or of this process (0), from Linux's /proc."""
+    with open(f"/proc/{pid or os.getpid()}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def empty_server_main(port: int, workers: int) -> None:
@@ -150,9 +159,11 @@ def start_server(base: str, name: str, *flags: str):
     raise TimeoutError("mtrec serve did not come up in 120 s")
 
 
-def throughput(target: str, requests, clients: int, seconds: float) -> dict:
+def throughput(target: str, requests, clients: int, seconds: float, server_pid: int = 0) -> dict:
     """Requests/s of `clients` threads, each with its own channel, sending prebuilt requests (one,
-    or a list they take turns through)."""
+    or a list they take turns through). With the server's `server_pid`, also the CPU milliseconds
+    the server and this client process spent per request in the measured window: on 2 shared
+    cores, 2,000 ms over their sum is the most requests/s the pair can make."""
     requests = requests if isinstance(requests, list) else [requests]
     stop, counts, failures = threading.Event(), [0] * clients, []
 
@@ -172,14 +183,21 @@ def throughput(target: str, requests, clients: int, seconds: float) -> dict:
     for t in threads:
         t.start()
     time.sleep(1.0)
+    cpu = (cpu_seconds(), cpu_seconds(server_pid)) if server_pid else None
     start_counts, start = sum(counts), time.perf_counter()
     time.sleep(seconds)
     done, elapsed = sum(counts) - start_counts, time.perf_counter() - start
+    if cpu:
+        cpu = [(after - before) * 1e3 / max(done, 1) for before, after in zip(cpu, (cpu_seconds(), cpu_seconds(server_pid)))]
     stop.set()
     for t in threads:
         t.join()
-    return {"clients": clients, "seconds": round(elapsed, 2), "requests": done,
-            "requests_per_s": round(done / elapsed, 1), "failed": len(failures)}
+    out = {"clients": clients, "seconds": round(elapsed, 2), "requests": done,
+           "requests_per_s": round(done / elapsed, 1), "failed": len(failures)}
+    if cpu:
+        out.update(client_cpu_ms_per_request=round(cpu[0], 3), server_cpu_ms_per_request=round(cpu[1], 3),
+                   cpu_ms_per_request=round(sum(cpu), 3))
+    return out
 
 
 def predict_request(name: str, signature: str, inputs) -> predict_pb2.PredictRequest:
@@ -201,6 +219,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)  # the independent client's process
     parser.add_argument("--client-model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--empty-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
         return client_main(args)
@@ -286,7 +305,11 @@ def main(argv=None) -> dict:
         "throughput_8_clients_rps": max(v["throughput"]["requests_per_s"] for v in served.values()),
         "failed": sum(v["throughput"]["failed"] for v in served.values()),
         "goals": {"batch1_p99_ms": GOALS["grpc_batch1_p99_ms"],
-                  "throughput_8_clients_rps": GOALS["throughput_8_clients_rps"]}}
+                  "throughput_8_clients_rps": GOALS["throughput_8_clients_rps"]},
+        # What the client and server processes spent per request, and the requests/s that CPU
+        # allows on this machine's cores even if they were never idle: the ceiling of each server.
+        "cpu_bound_rps": {key: round(1e3 * os.cpu_count() / v["throughput"]["cpu_ms_per_request"])
+                          for key, v in results["independent_client"].items() if key != "in_process"}}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
@@ -305,7 +328,7 @@ def issue_method(args, base: str, path: str, servable: Servable) -> dict:
                        ("mtrec_serve_caller_thread", ("--inter-op-threads", "-1"))):
         process, client, _ = start_server(base, args.model_name, *flags)
         try:
-            out[key] = independent_client(client.target, path, args.model_name, args.calls, args.seconds)
+            out[key] = independent_client(client.target, path, args.model_name, args.calls, args.seconds, process.pid)
         finally:
             client.close()
             process.terminate()
@@ -316,7 +339,8 @@ def issue_method(args, base: str, path: str, servable: Servable) -> dict:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
-        out["empty_handler"] = independent_client(f"127.0.0.1:{port}", path, args.model_name, args.calls, args.seconds)
+        out["empty_handler"] = independent_client(f"127.0.0.1:{port}", path, args.model_name, args.calls, args.seconds,
+                                                  process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)

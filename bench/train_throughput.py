@@ -263,7 +263,39 @@ def main() -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
+    plot(results, os.path.splitext(args.out)[0] + ".png")
     print(json.dumps(results, indent=1))
+
+
+def plot(results: dict, path: str) -> None:
+    """Every figure's rounds (dots) and best (bar), with the goals' lines: 2x DeepCTR as its users
+    run it and 0.9 of the raw step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = results["rounds"]
+    names = sorted(rounds, key=lambda n: -max(rounds[n]))
+    fig, ax = plt.subplots(figsize=(10, 0.4 * len(names) + 1.5))
+    y = np.arange(len(names))
+    ax.barh(y, [max(rounds[n]) for n in names], color=["C1" if "deepctr" in n else "C0" for n in names])
+    for i, name in enumerate(names):
+        ax.plot(rounds[name], [i] * len(rounds[name]), "k.", markersize=4)
+    ax.axvline(GOALS["vs_deepctr"] * results["deepctr_tf_defaults_examples_per_s"], color="C1", linestyle="--",
+               label=f"goal: {GOALS['vs_deepctr']:g}x DeepCTR (TF's default threads)")
+    ax.axvline(GOALS["vs_raw_step"] * results["raw_step_examples_per_s"], color="grey", linestyle=":",
+               label=f"goal: {GOALS['vs_raw_step']:g} of the raw step")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("examples/s (bar: best round; dots: every round)")
+    ax.set_title(f"MMoE training, {results['machine'].get('cpus', '?')} cores: mtrec "
+                 f"{results['mtrec_vs_deepctr']}x DeepCTR,\n{results['mtrec_vs_raw_step']} of the raw step",
+                 fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
