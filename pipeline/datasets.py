@@ -88,8 +88,7 @@ def in_memory(files, data_accessor, tft_output, config: PipelineConfig,
     batches = parsed_batches(files, data_accessor, tft_output, raw,
                              tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, num_epochs=1, shuffle=False))
     if raw:
-        # Transform's graph runs on each parsed batch outside tf.data, in this thread: a dataset
-        # `map` would trace its own function around it each time a split is read.
+        # Transform's graph runs on each parsed batch in this thread, traced once per split.
         batches = map(transform_graph(tft_output, [batches.element_spec]), batches)
     columns, size, limit = {}, 0, min(CACHE_LIMIT_BYTES, _memory_bytes() // 4)
     for batch in batches:
