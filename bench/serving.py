@@ -31,6 +31,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import grpc  # noqa: E402
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
@@ -107,10 +108,9 @@ def independent_client(target: str, model_dir: str, name: str, calls: int, secon
 
 
 def cpu_seconds(pid: int = 0) -> float:
-    """CPU time (user + system, every thread) of process `pid`, or of this process (0), from Linux's /proc."""
-    with open(f"/proc/{pid or os.getpid()}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system, every thread) of process `pid`, or of this process (0)."""
+    times = psutil.Process(pid or None).cpu_times()
+    return times.user + times.system
 
 
 def empty_server_main(port: int, workers: int) -> None:
@@ -161,7 +161,7 @@ def start_server(base: str, name: str, *flags: str):
 
 def throughput(target: str, requests, clients: int, seconds: float, server_pid: int = 0) -> dict:
     """Requests/s of `clients` threads, each with its own channel, sending prebuilt requests (one,
-    or a list they take turns through). With the server's `server_pid` (on Linux), also the CPU
+    or a list they take turns through). With the server's `server_pid`, also the CPU
     milliseconds the server and this client process spent per request in the measured window: on
     cores they share, 1,000 ms per core over their sum is the most requests/s the pair can make."""
     requests = requests if isinstance(requests, list) else [requests]
@@ -183,7 +183,7 @@ def throughput(target: str, requests, clients: int, seconds: float, server_pid: 
     for t in threads:
         t.start()
     time.sleep(1.0)
-    cpu = (cpu_seconds(), cpu_seconds(server_pid)) if server_pid and os.path.isdir("/proc") else None
+    cpu = (cpu_seconds(), cpu_seconds(server_pid)) if server_pid else None
     start_counts, start = sum(counts), time.perf_counter()
     time.sleep(seconds)
     done, elapsed = sum(counts) - start_counts, time.perf_counter() - start
