@@ -136,7 +136,7 @@ def _from_memory(columns: Dict[str, np.ndarray], batch_size: int, seed: int, epo
         return data
 
     if not shuffle:  # every pass the same: built once, so an iterator has no function to instantiate
-        return one_pass(None).repeat(epochs)  # (Keras makes one each evaluation: 40 ms against 1)
+        return one_pass(None).repeat(epochs)  # (Keras makes an iterator each evaluation: 0.6 ms, not 41)
     # A new draw each time the dataset is iterated: Keras iterates it anew every epoch.
     passes = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     data = (passes.take(epochs) if epochs else passes).flat_map(one_pass)
