@@ -2,14 +2,15 @@
 
     python bench/continuous_training.py --out bench/results/continuous_training.json
         [--days 7] [--impressions-per-day 10000] [--window-days 3] [--work /tmp/mtrec-ct]
-        [--modes cold,warm,warm_newest]
+        [--modes cold,warm,warm_patience,warm_newest]
 
 Generates a daily log (`mtrec generate-logs --layout daily`: new items each day, tastes drifting)
 and runs `mtrec run --span DAY` for each day once per mode (`--modes`), each in its own work dir:
 `cold` with `training.warm_start` off (every day from scratch), `warm` with it on (from the latest
-model blessed on an earlier day, trained on the whole window) and `warm_newest` (warm, trained on
-the newest day only: `training.warm_start_spans` 1). Per day and mode: epochs and training seconds
-to early stopping (the Keras fit, and the Trainer component), each task's eval AUC and its gap to
+model blessed on an earlier day, one pass over the whole window: `training.warm_start_epochs` 1),
+`warm_patience` (warm, epochs until early stopping: `warm_start_epochs` 0) and `warm_newest`
+(warm, one pass over the newest day only: `training.warm_start_spans` 1). Per day and mode: epochs
+and training seconds (the Keras fit, and the Trainer component), each task's eval AUC and its gap to
 the oracle, blessed, features the drift check found drifting (reported, not gating here). Every
 mode sees the same window (Transform's vocabularies, early stopping on its eval split) and is
 measured on the same day's eval split. Writes JSON and a PNG of the days beside it. The goal:
@@ -35,9 +36,11 @@ from mtrec.pipeline import runner
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# cold: every day from scratch; warm: from the latest blessed model, on the whole window (the
-# default); warm_newest: from it, on the newest day only (training.warm_start_spans 1).
+# cold: every day from scratch; warm: from the latest blessed model, one pass over the whole
+# window (the default); warm_patience: from it, epochs until early stopping (warm_start_epochs 0);
+# warm_newest: one pass over the newest day only (training.warm_start_spans 1).
 MODES = {"cold": {"warm_start": False}, "warm": {"warm_start": True},
+         "warm_patience": {"warm_start": True, "warm_start_epochs": 0},
          "warm_newest": {"warm_start": True, "warm_start_spans": 1}}
 
 
@@ -81,7 +84,7 @@ def plot(result: dict, path: str) -> str:
     tasks = sorted(days[0]["cold"]["auc"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for task, color in zip(tasks, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        for mode, style in zip([m for m in modes if m != "cold"], ("-", ":")):
+        for mode, style in zip([m for m in modes if m != "cold"], ("-", ":", "--")):
             axes[0].plot(labels, [d[mode]["auc"][task] - d["cold"]["auc"][task] for d in days], style, marker="o",
                          color=color, label=f"{task} ({mode})")
     axes[0].axhline(0, color="grey", linewidth=0.8)

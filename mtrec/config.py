@@ -308,8 +308,8 @@ class TrainingConfig:
         default, a thread per core). One thread per op (default) with ops in parallel: a batch of
         256 through our layers is many small kernels, which a second thread per op slows more than
         it helps (the raw train step 1.5x faster on 2 cores: bench/README, Training throughput).
-        The pools are the process's: under `mtrec run` the TextEmbedder's encoder shares them and
-        encodes about a third slower; 0 and 0 give every component TensorFlow's defaults.
+        The pools are the process's: under `mtrec run` every component shares them, except the
+        TextEmbedder's encoder, whose Session has its own; 0 and 0 give all TensorFlow's defaults.
       mixed_precision: "" (float32), `mixed_float16` (GPUs, with loss scaling) or `mixed_bfloat16`.
       steps_per_execution: training steps per tf.function call, so Python leaves the loop (same
         results; callbacks still see every epoch). 1 under multi_worker_mirrored.
@@ -328,10 +328,14 @@ class TrainingConfig:
         days its base model has not seen; 0 (default): the whole window, as a cold start always
         does. Early stopping still watches the whole window's eval split. 1 cuts the fit to 0.3-0.4
         of a cold start's, at some accuracy (bench/README, Continuous training).
-      warm_start_patience: early stopping's patience when the Trainer did start from a blessed
-        model. A warm start begins at or near its best: on the 7-day bench its best epoch was the
-        first (the second on one day), so the cold `patience` of 2 spent two more epochs confirming
-        it; 1 confirms it in one, keeping the same best weights in those runs.
+      warm_start_epochs: the epochs of a fit that did start from a blessed model (default 1: one
+        pass over its data, the incremental training of a model kept fresh day by day); 0: up to
+        `epochs`, with early stopping at `warm_start_patience`. A warm start begins at or near its
+        best: on the 7-day bench early stopping kept the first epoch on most days, and one pass
+        took 0.36-0.52 of a cold start's fit against 0.49-0.96, the same AUC or better on the mean
+        (bench/README, Continuous training).
+      warm_start_patience: early stopping's patience for a warm start of `warm_start_epochs: 0`
+        (1: one epoch without improvement confirms the start was at its best).
       id_dropout: share of training examples whose each vocabulary id feature (features.ids) is
         read as an id never seen, so the OOV rows learn what to predict for a new item or user
         from its other features and text (DropoutNet); 0: no training example reaches them.
@@ -353,6 +357,7 @@ class TrainingConfig:
     cache: str = "auto"
     id_dropout: float = 0.3
     warm_start: bool = True
+    warm_start_epochs: int = 1
     warm_start_patience: int = 1
     warm_start_spans: int = 0
     backup_dir: str = ""
@@ -503,8 +508,8 @@ class PipelineConfig:
         _check(training.cache in CACHE_MODES, "training.cache", training.cache, f"must be one of {CACHE_MODES}")
         _check(training.warm_start_spans >= 0, "training.warm_start_spans", training.warm_start_spans,
                "must be >= 0 (0: the whole window)")
-        for name in ("patience", "warm_start_patience", "logical_cpu_devices", "intra_op_threads",
-                     "inter_op_threads"):
+        for name in ("patience", "warm_start_epochs", "warm_start_patience", "logical_cpu_devices",
+                     "intra_op_threads", "inter_op_threads"):
             _check(getattr(training, name) >= 0, f"training.{name}", getattr(training, name), "must be >= 0")
         _check(training.steps_per_execution >= 1, "training.steps_per_execution", training.steps_per_execution,
                "must be >= 1")

@@ -179,9 +179,10 @@ def train(config: PipelineConfig, train_data, eval_data, sizes: Dict[str, int], 
     started = initialize(model.network) if initialize else None
     warm = bool(started and started.get("warm_start"))
     newest_only = warm and warm_train_data is not None
-    if warm:  # it starts near its best: confirm that in fewer epochs
+    if warm:  # it starts near its best: one pass over its data, or confirm its best in fewer epochs
+        training = config.training
         config = dataclasses.replace(config, training=dataclasses.replace(
-            config.training, patience=config.training.warm_start_patience))
+            training, epochs=training.warm_start_epochs or training.epochs, patience=training.warm_start_patience))
     log = fit(model, config, warm_train_data() if newest_only else train_data, eval_data, log_dir, strategy, backup,
               name)
     if started is not None:

@@ -49,6 +49,7 @@ def test_yaml_overrides_and_fills_task_defaults(tmp_path):
     ("kubeflow: {trainer_gpus: two}\n", "kubeflow.trainer_gpus"),
     ("text: {unknown_ids_from_text: [reviews]}\n", "text.unknown_ids_from_text"),
     ("training: {warm_start_patience: -1}\n", "training.warm_start_patience"),
+    ("training: {warm_start_epochs: -1}\n", "training.warm_start_epochs"),
     ("training: {intra_op_threads: -1}\n", "training.intra_op_threads"),
 ])
 def test_bad_config_names_the_key(tmp_path, yaml_text, named):

@@ -108,7 +108,8 @@ def test_the_second_day_warm_starts_from_the_first_days_model(daily):
     report = daily.summaries[1]["training"]["warm_start"]
     assert report["warm_start"] and report["from"].startswith(models[0].uri) and report["copied"] > 0
     assert report["newest_spans_only"]  # warm_start_spans 1: trained on the second day's examples only
-    # Early stopping's patience: the cold default on day 1, warm_start_patience from a warm start.
+    # Day 1 trains its 2 epochs; a warm start one pass (warm_start_epochs), with warm_start_patience.
+    assert [s["training"]["epochs"] for s in daily.summaries[:2]] == [2, 1]
     assert [s["training"]["patience"] for s in daily.summaries[:2]] == [2, 1]
     assert report["embeddings"]["item_id"]["new"] > 0 and report["embeddings"]["item_id"]["known"] > 50
     # Before training: the second day's network, built as its Trainer built it, then restored.
