@@ -196,13 +196,14 @@ class SentenceEncoder:
             model = MiniLM(config, name="minilm")
             # As tf.function(autograph=False) would: the model's Python runs once, as written.
             self._vectors = tf.autograph.experimental.do_not_convert(model)((self._ids, self._mask))
-            values = model.bert_values(load_file(os.path.join(path, WEIGHTS)))
-            tensors = [tf.compat.v1.placeholder(variable.dtype.base_dtype, variable.shape) for variable, _ in values]
-            load = tf.group(*[variable.assign(tensor) for (variable, _), tensor in zip(values, tensors)])
+            weights, assigns = {}, []  # each variable assigned its tensor, fed through a placeholder
+            for variable, value in model.bert_values(load_file(os.path.join(path, WEIGHTS))):
+                tensor = tf.compat.v1.placeholder(variable.dtype.base_dtype, variable.shape)
+                weights[tensor] = np.asarray(value, variable.dtype.base_dtype.as_numpy_dtype)
+                assigns.append(variable.assign(tensor))
         graph.finalize()
         self._session = tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(use_per_session_threads=True))
-        self._session.run(load, {tensor: np.asarray(value, variable.dtype.base_dtype.as_numpy_dtype)
-                                 for (variable, value), tensor in zip(values, tensors)})
+        self._session.run(assigns, weights)
         self._calls = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="minilm")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
