@@ -319,7 +319,11 @@ class TrainingConfig:
         first reads no files; `memory` always, `none` never (both stream from the files). Every
         epoch is reshuffled either way; not under multi_worker_mirrored, whose workers shard files.
         Where the Trainer may cache (`transform_in_trainer`), it also applies Transform's graph
-        itself, and Transform only analyses.
+        itself, and Transform only analyses. In memory each pass's order is drawn over the rows
+        sorted by their values, not as Beam happened to write them, so a run is reproducible (`seed`).
+      seed: draws the initial weights, each epoch's order and the ids `id_dropout` hides: the same
+        logs and seed train the same model, in a rerun or another work dir (in memory: `cache`;
+        Transform's means and variances are summed in float64, which no summing order changes).
       warm_start: on a daily log (`data.span`), start from the latest blessed model when there is
         one (a one-off run trains from scratch, and a rerun reuses its cache): its dense layers as they
         were, its id embeddings row by row through both runs' vocabularies (a known id keeps its

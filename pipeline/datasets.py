@@ -28,6 +28,8 @@ def dataset(files, data_accessor, tft_output, config: PipelineConfig, shuffle: b
     batch_size = config.training.batch_size * replicas
     columns = in_memory(files, data_accessor, tft_output, config, raw)
     if columns is not None:
+        if shuffle:
+            columns = canonical_order(columns)
         data = _from_memory(columns, batch_size, config.training.seed, epochs, label_splitter(config),
                             shuffle=shuffle, drop_ids=unknown_ids(config, tft_output) if shuffle else None)
     else:
@@ -104,6 +106,25 @@ def in_memory(files, data_accessor, tft_output, config: PipelineConfig,
     if not columns:
         raise FileNotFoundError(f"no examples in {files}")
     return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def canonical_order(columns: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The rows sorted by their values' bytes: the order Beam wrote the examples in changes from
+    run to run (its bundles reach the shards in any order), so drawing each pass's permutation over
+    this order instead is what lets the same examples and `training.seed` train the same model
+    (a daily run and its rerun, a cold and a warm start of the first day)."""
+    count = len(next(iter(columns.values())))
+
+    def row_bytes(values: np.ndarray) -> np.ndarray:
+        values = values.reshape(count, -1)
+        if values.dtype == object:  # strings (the text features' keys): as fixed-width bytes
+            values = values.astype(bytes)
+        return np.ascontiguousarray(values).view(np.uint8).reshape(count, -1)
+
+    rows = np.ascontiguousarray(np.concatenate([row_bytes(columns[name]) for name in sorted(columns)], axis=1))
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).reshape(-1)
+    order = np.argsort(keys, kind="stable")
+    return {name: values[order] for name, values in columns.items()}
 
 
 def _from_memory(columns: Dict[str, np.ndarray], batch_size: int, seed: int, epochs: Optional[int], split,

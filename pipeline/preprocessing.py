@@ -58,7 +58,11 @@ def preprocessing_fn(inputs, custom_config):
         # Every statistic comes from the present values in one analysis phase (TFX's Transform
         # deep-copies the data for a second phase, which Beam 2.74 no longer supports).
         present = tf.boolean_mask(value, tf.logical_not(missing))
-        mean, variance = tft.mean(present, name=f"mean_{name}"), tft.var(present, name=f"var_{name}")
+        # Summed in float64 and rounded to float32: Beam combines the partial sums in whatever
+        # order its bundles finish, which moves a float32 sum's last bit from run to run.
+        wide = tf.cast(present, tf.float64)
+        mean = tf.cast(tft.mean(wide, name=f"mean_{name}"), tf.float32)
+        variance = tf.cast(tft.var(wide, name=f"var_{name}"), tf.float32)
         mean = tf.where(tf.math.is_nan(mean), 0.0, mean)  # 0 if no value was present at all
         fill = tf.constant(features.impute[name], tf.float32) if name in features.impute else mean
         imputed = tf.where(missing, fill, value)

@@ -255,6 +255,9 @@ def _train_and_export(fn_args, config: PipelineConfig, strategy: tf.distribute.S
     chief = distribution.is_chief()
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     replicas = strategy.num_replicas_in_sync
+    # The datasets' random draws take their seeds from the global one too: set here, not first by
+    # `build`, they are the same whatever ran in this process before (another day, another mode).
+    keras.utils.set_random_seed(config.training.seed)
     make = lambda files, shuffle: dataset(files, fn_args.data_accessor, tft_output, config, shuffle,  # noqa: E731
                                           replicas=replicas, raw=bool(fn_args.custom_config.get(RAW_EXAMPLES)))
     train_data, eval_data = make(fn_args.train_files, True), make(fn_args.eval_files, False)

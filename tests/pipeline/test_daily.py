@@ -1,6 +1,7 @@
 """The daily loop on a three-day log: each day a span ingested once, a rolling window from MLMD, the
-second day warm-started from the first day's blessed model, a rerun served from TFX's cache, and a
-sharply shifted day stopped before Transform with the feature named; the history of it all."""
+second day warm-started from the first day's blessed model, a rerun served from TFX's cache, a
+sharply shifted day stopped before Transform with the feature named, the history of it all; and
+the first day once more in another work dir, training the same model."""
 import json
 import os
 import types
@@ -61,13 +62,14 @@ def daily(tmp_path_factory):
     config.write_text(CONFIG)
     synthetic.generate(str(logs), synthetic.SyntheticLogSpec(impressions=6000, days=3, seed=3, shift_day=2,
                                                              taste_drift=synthetic.DAILY_TASTE_DRIFT), layout="daily")
-    run = lambda span: cli.main(["run", "--work-dir", str(work), "--logs", str(logs), "--span", span,  # noqa: E731
-                                 "--window-days", "2", "--config", str(config)])
+    run = lambda span, work=work: cli.main(["run", "--work-dir", str(work), "--logs", str(logs),  # noqa: E731
+                                            "--span", span, "--window-days", "2", "--config", str(config)])
     codes, summaries = [], []
     for span in (DAYS[0], DAYS[1], DAYS[1], "latest"):  # the second day twice; latest: the shifted third day
         codes.append(run(span))
         summaries.append(json.loads((work / "run_summary.json").read_text()))
-    return types.SimpleNamespace(logs=logs, work=work, codes=codes, summaries=summaries,
+    codes.append(run(DAYS[0], root / "again"))  # the first day once more, from nothing
+    return types.SimpleNamespace(logs=logs, work=work, again=root / "again", codes=codes, summaries=summaries,
                                  history=history.read(str(work)), store=_store(work),
                                  config=PipelineConfig.from_dict({**__import__("yaml").safe_load(CONFIG),
                                                                   "data": {"source": "events", "path": str(logs),
@@ -76,7 +78,7 @@ def daily(tmp_path_factory):
 
 
 def test_each_span_is_ingested_once_and_a_rerun_is_served_from_the_cache(daily):
-    assert daily.codes == [0, 0, 0, 3]  # 3: stopped before training
+    assert daily.codes[:4] == [0, 0, 0, 3]  # 3: stopped before training
     examples = daily.store.get_artifacts_by_type("Examples")
     ingested = [a for a in examples if "examples_train" in a.custom_properties]
     assert sorted(a.properties["span"].int_value for a in ingested) == [spans.span_number(d) for d in DAYS]
@@ -147,6 +149,23 @@ def test_the_second_days_trainer_reads_its_windows_spans_each_with_its_own(daily
     ingested = {a.id for a in daily.store.get_artifacts_by_type("Examples") if "/LogExampleGen/" in a.uri}
     assert len(inputs) == 2 and {a.id for a in inputs} <= ingested
     assert sorted(a.properties["span"].int_value for a in inputs) == [spans.span_number(d) for d in DAYS[:2]]
+
+
+def test_the_same_day_trains_the_same_model_in_another_work_dir(daily):
+    """Reproducible: Beam writes a day's examples in another order each run and sums their
+    statistics in another, and the Trainer runs after other work in the process; none of it may
+    change the model the same logs and `training.seed` train."""
+    assert daily.codes[4] == 0
+    trained = []
+    for work in (daily.work, daily.again):
+        first = min(_store(work).get_artifacts_by_type("Model"), key=lambda a: a.id)
+        with np.load(os.path.join(first.uri, warm_start.STATE_DIR, "weights.npz")) as saved:
+            trained.append([saved[name] for name in sorted(saved.files, key=lambda n: int(n[4:]))])
+    assert len(trained[0]) == len(trained[1]) > 10
+    for weight, again in zip(*trained):
+        np.testing.assert_array_equal(weight, again)
+    again = json.loads((daily.again / "run_summary.json").read_text())
+    assert again["tasks"] == daily.summaries[0]["tasks"]
 
 
 def test_a_sharply_shifted_day_stops_before_transform_naming_the_feature(daily):

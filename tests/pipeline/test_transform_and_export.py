@@ -43,18 +43,26 @@ pytestmark = pytest.mark.xdist_group("transform_and_export")  # one worker: the 
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
     """(the rows through the written Transform graph, its TFTransformOutput)."""
-    root = tmp_path_factory.mktemp("tft")
+    output = _analyse(ROWS, tmp_path_factory.mktemp("tft"))
+    return _transform(output, ROWS), output
+
+
+def _analyse(rows, root) -> tft.TFTransformOutput:
+    """preprocessing_fn's Transform graph, analysed over `rows` in that order."""
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(SPEC))
     custom = {"config": CONFIG.transform_json()}
     with beam.Pipeline(argv=["--direct_running_mode=in_memory"]) as pipeline, \
             tft_beam.Context(temp_dir=str(root / "tmp"), force_tf_compat_v1=False):
-        raw = pipeline | beam.Create(ROWS, reshuffle=False)
+        raw = pipeline | beam.Create(rows, reshuffle=False)
         transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(lambda inputs: preprocessing_fn(inputs, custom))
         _ = transform_fn | tft_beam.WriteTransformFn(str(root / "transform"))
     metadata_io.write_metadata(metadata, str(root / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    output = tft.TFTransformOutput(str(root / "transform"))
-    parsed = tf.io.parse_example(tf.constant([_example(r) for r in ROWS]), output.raw_feature_spec())
-    return output.transform_features_layer()(parsed), output
+    return tft.TFTransformOutput(str(root / "transform"))
+
+
+def _transform(output: tft.TFTransformOutput, rows):
+    parsed = tf.io.parse_example(tf.constant([_example(r) for r in rows]), output.raw_feature_spec())
+    return output.transform_features_layer()(parsed)
 
 
 def _column(rows, name):
@@ -81,6 +89,16 @@ def test_a_missing_numeric_is_mean_imputed_with_an_indicator(transformed):
     rows, _ = transformed
     np.testing.assert_allclose(_column(rows, "price"), [-1.0, 0.0, 1.0, 0.0], atol=1e-5)  # (x - 20) / 10, NaN -> mean
     np.testing.assert_array_equal(_column(rows, "price_missing"), [0, 1, 0, 1])
+
+
+def test_a_numeric_is_scaled_by_the_same_statistics_whatever_order_its_values_come_in(tmp_path):
+    """In float32, 1 + 1e8 is 1e8: summed in one order these prices average 0.25, in another 0
+    (Beam's bundles are summed in any order); Transform sums in float64, exactly, both times."""
+    rows = [dict(ROWS[0], price=[price]) for price in (1e8, 1.0, -1e8, 1.0)]
+    scaled = [_transform(_analyse(order, tmp_path / name), ROWS[:1])["price"].numpy().item()
+              for name, order in (("as_is", rows), ("ones_first", rows[1::2] + rows[::2]))]
+    std = np.sqrt(np.mean(np.square([1e8, 1.0, -1e8, 1.0])) - 0.5 ** 2)
+    assert scaled[0] == scaled[1] == pytest.approx((10.0 - 0.5) / std, rel=1e-6)  # ROWS[0]'s price: 10
 
 
 def test_labels_carry_their_presence_and_a_positive_value_maps_to_one(transformed):
@@ -129,12 +147,12 @@ def test_raw_examples_through_the_graph_read_as_the_transformed_rows(transformed
         np.testing.assert_array_equal(tf.reshape(read[name], [-1]), _column(rows, name), err_msg=name)
 
 
-def _transformed_files(output, directory, count: int) -> str:
-    """`count` transformed examples as TFRecords; example i has every float feature i and every
-    integer feature i % 2 (an id of every vocabulary)."""
+def _transformed_files(output, directory, count: int, order=None) -> str:
+    """`count` transformed examples as TFRecords (in `order`, default 0 to count - 1); example i
+    has every float feature i and every integer feature i % 2 (an id of every vocabulary)."""
     path = str(directory / "transformed.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
-        for i in range(count):
+        for i in range(count) if order is None else order:
             feature = {}
             for name, spec in output.transformed_feature_spec().items():
                 if spec.dtype == tf.float32:
@@ -165,6 +183,22 @@ def test_every_epoch_reads_each_example_once_in_a_fresh_order_from_memory_or_the
     for order in epochs(shuffle=False):  # evaluation reads the file's order
         np.testing.assert_array_equal(order, np.arange(37, dtype=np.float32))
 
+
+def test_batches_from_memory_are_drawn_alike_whatever_order_the_files_hold_the_examples_in(transformed, tmp_path):
+    """Beam writes a split's examples in another order each run: training on the same examples
+    with the same seed must still see the same batches (and train the same model)."""
+    _, output = transformed
+    config = PipelineConfig.from_dict({**CONFIG.to_dict(), "training": {"batch_size": 8, "cache": "memory"}})
+    epochs = []
+    for name, order in (("ascending", None), ("descending", range(36, -1, -1))):
+        (tmp_path / name).mkdir()
+        files = _transformed_files(output, tmp_path / name, 37, order)
+        data = dataset(files, record_accessor("mtrec-test"), output, config, shuffle=True, epochs=2)
+        epochs.append([(f["price"].numpy(), f["user_id"].numpy()) for f, _ in data])
+    assert len(epochs[0]) == 10  # two passes of 5 batches, each batch's prices and ids (some dropped)
+    for (price, user), (price_again, user_again) in zip(*epochs):
+        np.testing.assert_array_equal(price, price_again)
+        np.testing.assert_array_equal(user, user_again)
 
 
 def test_batches_from_memory_read_a_fresh_share_of_ids_as_unknown_every_epoch(transformed, tmp_path):
