@@ -336,8 +336,8 @@ class TrainingConfig:
         pass over its data, the incremental training of a model kept fresh day by day); 0: up to
         `epochs`, with early stopping at `warm_start_patience`. A warm start begins at or near its
         best: on the 7-day bench early stopping kept the first epoch on most days, and one pass
-        took 0.36-0.52 of a cold start's fit against 0.49-0.96, the same AUC or better on the mean
-        (bench/README, Continuous training).
+        took 0.31-0.55 of a cold start's fit (early stopping's epochs 0.49-0.96), AUC ahead of cold's
+        on every task from the fourth day, behind on days 2-3 (bench/README, Continuous training).
       warm_start_patience: early stopping's patience for a warm start of `warm_start_epochs: 0`
         (1: one epoch without improvement confirms the start was at its best).
       id_dropout: share of training examples whose each vocabulary id feature (features.ids) is
