@@ -92,8 +92,8 @@ def test_a_missing_numeric_is_mean_imputed_with_an_indicator(transformed):
 
 
 def test_a_numeric_is_scaled_by_the_same_statistics_whatever_order_its_values_come_in(tmp_path):
-    """In float32, 1 + 1e8 is 1e8: summed in one order these prices average 0.25, in another 0
-    (Beam's bundles are summed in any order); Transform sums in float64, exactly, both times."""
+    """In float32, 1e8 + 1 is 1e8: summed in float32 these prices averaged 0.25 in one order and
+    0.5 in the other (and Beam sums its bundles in any order); in float64 both are exact."""
     rows = [dict(ROWS[0], price=[price]) for price in (1e8, 1.0, -1e8, 1.0)]
     scaled = [_transform(_analyse(order, tmp_path / name), ROWS[:1])["price"].numpy().item()
               for name, order in (("as_is", rows), ("ones_first", rows[1::2] + rows[::2]))]
