@@ -16,8 +16,8 @@ the oracle, blessed, features the drift check found drifting (reported, not gati
 mode sees the same window (Transform's vocabularies, early stopping on its eval split) and is
 measured on the same day's eval split. The same logs and seed train the same model, so every mode's
 first day is the same model; trainings with other seeds differ by up to 0.05 AUC (purchase, day 1
-at 50,000 impressions), so several seeds tell a deficit from that noise (per day and task: the mean, lowest and highest
-difference). Writes JSON and a PNG of the days beside it. The goal:
+at 50,000 impressions), so several seeds tell a deficit from that noise (per day and task: the
+mean, lowest and highest difference). Writes JSON and a PNG of the days beside it. The goal:
 from the second day on, warm start at least the cold model's AUC on every task in at most half
 its training time. No text features (the TextEmbedder is the same in every mode).
 """
@@ -164,7 +164,8 @@ def main(argv=None) -> int:
         for day in spans.day_folders(logs):
             entry = {"span": day}
             for mode in modes:
-                print(f"[{time.time() - started:6.0f}s] seed {seed} {day} {mode} start ...", file=sys.stderr, flush=True)
+                print(f"[{time.time() - started:6.0f}s] seed {seed} {day} {mode} start ...", file=sys.stderr,
+                      flush=True)
                 summary = runner.run(day_config(logs, day, args.window_days, mode, seed),
                                      os.path.join(args.work, f"{mode}-seed{seed}"), progress=lambda line: None)
                 entry[mode] = row(summary)
