@@ -42,9 +42,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # cold: every day from scratch; warm: from the latest blessed model, one pass over the whole
 # window (the default); warm_patience: from it, epochs until early stopping (warm_start_epochs 0);
+# warm_two: from it, two passes (warm_start_epochs 2; early stopping keeps the better);
 # warm_newest: one pass over the newest day only (training.warm_start_spans 1).
 MODES = {"cold": {"warm_start": False}, "warm": {"warm_start": True},
          "warm_patience": {"warm_start": True, "warm_start_epochs": 0},
+         "warm_two": {"warm_start": True, "warm_start_epochs": 2},
          "warm_newest": {"warm_start": True, "warm_start_spans": 1}}
 
 
