@@ -2,15 +2,16 @@
 
     python bench/continuous_training.py --out bench/results/continuous_training.json
         [--days 7] [--impressions-per-day 10000] [--window-days 3] [--work /tmp/mtrec-ct]
-        [--modes cold,warm,warm_patience,warm_newest] [--training-seeds 0,1,2]
+        [--modes cold,warm,warm_patience,warm_two,warm_newest] [--training-seeds 0,1,2]
 
 Generates a daily log (`mtrec generate-logs --layout daily`: new items each day, tastes drifting)
 and runs `mtrec run --span DAY` for each day once per mode (`--modes`) and training seed
 (`--training-seeds`), each mode and seed in its own work dir:
 `cold` with `training.warm_start` off (every day from scratch), `warm` with it on (from the latest
 model blessed on an earlier day, one pass over the whole window: `training.warm_start_epochs` 1),
-`warm_patience` (warm, epochs until early stopping: `warm_start_epochs` 0) and `warm_newest`
-(warm, one pass over the newest day only: `training.warm_start_spans` 1). Per day and mode: epochs
+`warm_patience` (warm, epochs until early stopping: `warm_start_epochs` 0), `warm_two` (warm, two
+passes, early stopping keeping the better: `warm_start_epochs` 2) and `warm_newest` (warm, one pass
+over the newest day only: `training.warm_start_spans` 1). Per day and mode: epochs
 and training seconds (the Keras fit, and the Trainer component), each task's eval AUC and its gap to
 the oracle, blessed, features the drift check found drifting (reported, not gating here). Every
 mode sees the same window (Transform's vocabularies, early stopping on its eval split) and is
@@ -40,10 +41,7 @@ from mtrec.pipeline import runner
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# cold: every day from scratch; warm: from the latest blessed model, one pass over the whole
-# window (the default); warm_patience: from it, epochs until early stopping (warm_start_epochs 0);
-# warm_two: from it, two passes (warm_start_epochs 2; early stopping keeps the better);
-# warm_newest: one pass over the newest day only (training.warm_start_spans 1).
+# Each mode's training config (the module docstring says what each does).
 MODES = {"cold": {"warm_start": False}, "warm": {"warm_start": True},
          "warm_patience": {"warm_start": True, "warm_start_epochs": 0},
          "warm_two": {"warm_start": True, "warm_start_epochs": 2},
@@ -108,7 +106,7 @@ def plot(result: dict, path: str) -> str:
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for task, color in zip(tasks, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        for mode, style in zip([m for m in modes if m != "cold"], ("-", ":", "--")):
+        for mode, style in zip([m for m in modes if m != "cold"], ("-", ":", "--", "-.")):
             differences = [[run[i][mode]["auc"][task] - run[i]["cold"]["auc"][task] for run in runs]
                            for i in range(len(days))]
             centre = [mean(d) for d in differences]
